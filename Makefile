@@ -1,0 +1,51 @@
+# bgp-speaker developer entry point. Every target installs what it needs, idempotently.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help sysdeps venv demo demo-kube test test-unit test-integration lint fmt bench chart-check image image-check clean
+
+help: ## show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+sysdeps: ## install the Debian packages the lab and the tests need (root, idempotent)
+	@bash tests/lab/install-deps.sh
+
+$(STAMP): pyproject.toml
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
+		bash tests/lab/install-deps.sh python; fi
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with the package and the dev tools
+
+demo: sysdeps venv ## run the lab demo: BIRD core router, two NAT gateways, real packets (DEMO_SECONDS=N to stop by itself)
+	$(BIN)/python -m tests.lab.demo
+
+test: sysdeps venv ## run the whole test suite (unit, component, integration with real routers)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv ## only the tests that need no root and no routers
+	$(BIN)/python -m pytest -m 'not integration' $(PYTEST_ARGS)
+
+lint: venv ## ruff, ruff format --check, mypy --strict, import contracts
+	$(BIN)/ruff check bgp_speaker tests
+	$(BIN)/ruff format --check bgp_speaker tests
+	$(BIN)/mypy bgp_speaker
+	$(BIN)/lint-imports
+
+fmt: venv ## format and auto-fix
+	$(BIN)/ruff format bgp_speaker tests
+	$(BIN)/ruff check --fix bgp_speaker tests
+
+bench: sysdeps venv ## benchmarks against BIRD, with GoBGP as the reference; writes bench-results.md
+	$(BIN)/python -m tests.bench
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

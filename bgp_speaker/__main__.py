@@ -1,0 +1,3 @@
+from bgp_speaker.cli import main
+
+raise SystemExit(main())
