@@ -8,7 +8,8 @@
     │   ├── SpeakerUnavailable      no API channel, EOF, or an ack timed out -> full resync
     │   └── CommandRejected         ExaBGP answered ``error`` to one command
     ├── SourceError                 a source could not be read (keeps the last good view)
-    └── NetlinkError                an interface/route operation failed
+    ├── NetlinkError                an interface/route operation failed
+    └── StatusUnavailable           the status endpoint is unreachable or gave no valid document
 """
 
 from __future__ import annotations
@@ -43,3 +44,7 @@ class SourceError(BgpSpeakerError):
 
 class NetlinkError(BgpSpeakerError):
     pass
+
+
+class StatusUnavailable(BgpSpeakerError):
+    """The ``/status`` endpoint of a running speaker could not be read (``bgp-speaker status``)."""
