@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -24,26 +25,33 @@ class Trigger:
         self._coalesce = coalesce
         self.pulls = 0
         self.reasons: set[str] = set()
+        self._first_pull: float | None = None
+        #: Monotonic time of the first pull behind the last wake-up (None after a timeout).
+        self.first_pull_at: float | None = None
 
     def pull(self, reason: str = "") -> None:
         self.pulls += 1
         if reason:
             self.reasons.add(reason)
+        if self._first_pull is None:
+            self._first_pull = time.monotonic()
         self._event.set()
 
     @property
     def pending(self) -> bool:
         return self._event.is_set()
 
-    async def wait(self, timeout: float | None = None) -> set[str]:
-        """Wait for a pull (or ``timeout``); return and reset the reasons seen."""
+    async def wait(self, max_wait: float | None = None) -> set[str]:
+        """Wait for a pull (or ``max_wait`` seconds); return and reset the reasons seen."""
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            await asyncio.wait_for(self._event.wait(), max_wait)
         except TimeoutError:
+            self.first_pull_at = None
             return {"timer"}
         if self._coalesce > 0:
             await asyncio.sleep(self._coalesce)
         self._event.clear()
+        self.first_pull_at, self._first_pull = self._first_pull, None
         reasons, self.reasons = self.reasons, set()
         return reasons
 

@@ -112,8 +112,9 @@ class PeerConfig(Strict):
         try:
             text = self.password_file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"peers[{self.address}].password_file: cannot read {self.password_file}: "
-                              f"{exc.strerror}") from None
+            raise ConfigError(
+                f"peers[{self.address}].password_file: cannot read {self.password_file}: {exc.strerror}"
+            ) from None
         password = text.splitlines()[0] if text else ""
         if not password or len(password) > 80 or '"' in password or not password.isprintable():
             raise ConfigError(
@@ -126,7 +127,8 @@ class PeerConfig(Strict):
 class InterconnectConfig(Strict):
     interface: str = Field("net1", min_length=1, max_length=15, description="The interconnect interface.")
     next_hop_ipv4: IPv4Address | None = Field(
-        None, description="Explicit IPv4 next hop; default: the interface's primary IPv4 address, followed live."
+        None,
+        description="Explicit IPv4 next hop; default: the interface's primary IPv4 address, followed live.",
     )
     manage_routes: bool = Field(
         False,
@@ -134,7 +136,8 @@ class InterconnectConfig(Strict):
         "interface, keep the default route via the interconnect gateway, and stop ARP for EIPs.",
     )
     gateway_ipv4: IPv4Address | None = Field(
-        None, description="Interconnect gateway (the core router) for the default route; default: env GATEWAY_V4."
+        None,
+        description="Interconnect gateway (the core router) for the default route; default: env GATEWAY_V4.",
     )
     next_hop_ipv6: IPv6Address | None = Field(
         None,
@@ -230,7 +233,10 @@ class ShutdownConfig(Strict):
         "so the core moves traffic away, then withdraw.",
     )
     drain_seconds: float = Field(
-        3.0, ge=0, le=600, description="How long to wait between the graceful-shutdown announce and the withdrawal."
+        3.0,
+        ge=0,
+        le=600,
+        description="How long to wait between the graceful-shutdown announce and the withdrawal.",
     )
     withdraw_timeout: float = Field(
         5.0, gt=0, le=120, description="Longest wait for ExaBGP to acknowledge the final withdrawal."
@@ -260,7 +266,9 @@ class ExabgpConfig(Strict):
         48, ge=1, le=2000, description="Prefixes per `announce attributes ... nlri` command."
     )
     window: int = Field(64, ge=1, le=1024, description="Commands in flight before waiting for acks.")
-    ack_timeout: float = Field(30.0, gt=0, description="Seconds without any ack before ExaBGP counts as hung.")
+    ack_timeout: float = Field(
+        30.0, gt=0, description="Seconds without any ack before ExaBGP counts as hung."
+    )
     restart_backoff_max: float = Field(30.0, gt=0, description="Longest wait between ExaBGP restarts.")
 
 
@@ -292,7 +300,8 @@ class Settings(BaseSettings):
     interconnect: InterconnectConfig = Field(default_factory=lambda: InterconnectConfig())
     peers: tuple[PeerConfig, ...] = Field(min_length=1, description="The core routers.")
     pools: tuple[Cidr, ...] = Field(
-        min_length=1, description="Allow-list of EIP ranges; an address outside all of them is never announced."
+        min_length=1,
+        description="Allow-list of EIP ranges; an address outside all of them is never announced.",
     )
     announce: AnnounceConfig = Field(default_factory=lambda: AnnounceConfig())
     source: SourceConfig
@@ -303,7 +312,9 @@ class Settings(BaseSettings):
     reconcile: ReconcileConfig = Field(default_factory=lambda: ReconcileConfig())
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
     min_established_peers: int = Field(
-        1, ge=0, description="/readyz needs at least this many established sessions (capped at the peer count)."
+        1,
+        ge=0,
+        description="/readyz needs at least this many established sessions (capped at the peer count).",
     )
 
     @model_validator(mode="after")

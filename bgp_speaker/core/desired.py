@@ -49,7 +49,9 @@ def merge_attributes(
         large_communities=tuple(large) if isinstance(large, tuple) else (),
         med=overrides.med if overrides.med is not None else defaults.med,
         local_preference=(
-            overrides.local_preference if overrides.local_preference is not None else defaults.local_preference
+            overrides.local_preference
+            if overrides.local_preference is not None
+            else defaults.local_preference
         ),
         as_path_prepend=prepend if isinstance(prepend, int) else 0,
     )
