@@ -1,0 +1,251 @@
+"""Prometheus metrics on an injected ``CollectorRegistry``.
+
+Every name starts with ``bgp_speaker_``; label names are the ``LABEL_*`` constants below.
+:class:`Metrics` is the only writer: the reconciler and the adapters call its small,
+keyword-only methods with domain values, never the metric objects themselves.
+
+Label values are bounded: peers are the configured neighbors (series of a peer that
+disappears are removed), families and states come from enums, refusal reasons are
+classified into :class:`~bgp_speaker.core.health.RefusalKind`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bgp_speaker.core import health
+from bgp_speaker.core.model import Family, PeerId, PeerState, PeerStatus, Refusal, RibOut, family_of
+
+PREFIX = "bgp_speaker_"
+
+LABEL_PEER = "peer"
+LABEL_STATE = "state"
+LABEL_FAMILY = "family"
+LABEL_REASON = "reason"
+LABEL_RESULT = "result"
+LABEL_VERSION = "version"
+
+CommandResult = Literal["done", "error", "timeout"]
+ReconcileResult = Literal["converged", "partial", "failed"]
+COMMAND_RESULTS: tuple[CommandResult, ...] = ("done", "error", "timeout")
+RECONCILE_RESULTS: tuple[ReconcileResult, ...] = ("converged", "partial", "failed")
+
+#: From 1 ms to 10 s: 1, 2.5, 5 and 7.5 in each decade.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
+    0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+RECONCILE_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+class Metrics:
+    """All of the speaker's metrics. Not thread-safe; call it from the event loop."""
+
+    def __init__(self, registry: CollectorRegistry, *, version: str) -> None:
+        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+            return Gauge(PREFIX + name, doc, labelnames=labels, registry=registry)
+
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(PREFIX + name, doc, labelnames=labels, registry=registry)
+
+        self.registry = registry
+        self._info = gauge("info", "Constant 1, labelled with the running version.", (LABEL_VERSION,))
+        self._info.labels(version).set(1)
+
+        self._peer_up = gauge(
+            "peer_up", "1 when the BGP session with the peer is established.", (LABEL_PEER,)
+        )
+        self._peer_state = gauge(
+            "peer_state", "1 for the session's current state, 0 for the others.", (LABEL_PEER, LABEL_STATE)
+        )
+        self._peer_flaps = counter(
+            "peer_flaps", "Times the session left the established state.", (LABEL_PEER,)
+        )
+        self._routes_announced = gauge(
+            "routes_announced", "Prefixes ExaBGP holds for the peer.", (LABEL_PEER, LABEL_FAMILY)
+        )
+        self._routes_desired = gauge(
+            "routes_desired", "Prefixes the peer should be told.", (LABEL_PEER, LABEL_FAMILY)
+        )
+        self._desired_not_announced = gauge(
+            "desired_not_announced",
+            "(peer, prefix) pairs desired but not announced, or announced with other attributes.",
+        )
+        self._announced_not_desired = gauge(
+            "announced_not_desired", "(peer, prefix) pairs announced but no longer desired."
+        )
+        self._refused = gauge("refused_addresses", "Addresses currently refused, by reason.", (LABEL_REASON,))
+        self._refusals = counter(
+            "refusals", "Refusals that appeared (one that persists counts once).", (LABEL_REASON,)
+        )
+        self._exabgp_up = gauge("exabgp_up", "1 when the ExaBGP child process is running.")
+        self._exabgp_restarts = counter("exabgp_restarts", "ExaBGP child process restarts.")
+        self._commands = counter("commands", "ExaBGP API commands by outcome.", (LABEL_RESULT,))
+        self._reconcile_duration = Histogram(
+            PREFIX + "reconcile_duration_seconds",
+            "Duration of one reconcile pass.",
+            buckets=RECONCILE_BUCKETS,
+            registry=registry,
+        )
+        self._reconcile_total = counter("reconcile", "Reconcile passes by outcome.", (LABEL_RESULT,))
+        self._last_converged = gauge(
+            "last_converged_timestamp_seconds", "Wall-clock time of the last pass that converged."
+        )
+        self._latency = Histogram(
+            PREFIX + "announce_latency_seconds",
+            "From a source reporting a change to ExaBGP acknowledging the resulting announce or withdraw.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._source_synced = gauge("source_synced", "1 when the candidate source completed a full load.")
+        self._source_stale = gauge("source_stale_seconds", "Seconds since the source was last known current.")
+        self._source_errors = counter("source_errors", "Errors reading the candidate source.")
+
+        # Series that should exist at 0 from the start, so that rate() and alerts work.
+        for command_result in COMMAND_RESULTS:
+            self._commands.labels(command_result)
+        for reconcile_result in RECONCILE_RESULTS:
+            self._reconcile_total.labels(reconcile_result)
+        for kind in health.RefusalKind:
+            self._refused.labels(kind.value).set(0)
+            self._refusals.labels(kind.value)
+
+        self._peers: set[str] = set()
+        self._flaps_seen: dict[str, int] = {}
+        self._route_peers: set[str] = set()
+        self._refusals_seen: frozenset[Refusal] = frozenset()
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def set_peer(self, status: PeerStatus) -> None:
+        """Record one peer's session state; ``status.flaps`` is cumulative, its increase is counted."""
+        peer = str(status.peer)
+        self._peers.add(peer)
+        self._peer_up.labels(peer).set(1 if status.state is PeerState.ESTABLISHED else 0)
+        for state in PeerState:
+            self._peer_state.labels(peer, state.value).set(1 if state is status.state else 0)
+        seen = self._flaps_seen.get(peer)
+        flaps = self._peer_flaps.labels(peer)
+        if seen is not None and status.flaps > seen:
+            flaps.inc(status.flaps - seen)
+        elif seen is None and status.flaps > 0:
+            flaps.inc(status.flaps)
+        # A lower count (the speaker restarted) becomes the new baseline.
+        self._flaps_seen[peer] = status.flaps
+
+    def set_peers(self, statuses: Iterable[PeerStatus]) -> None:
+        """Record every peer's state; series of peers not in ``statuses`` are removed."""
+        current = list(statuses)
+        for status in current:
+            self.set_peer(status)
+        keep = {str(s.peer) for s in current}
+        for peer in self._peers - keep:
+            self.forget_peer(peer)
+
+    def forget_peer(self, peer: PeerId | str) -> None:
+        """Remove every series labelled with ``peer`` (session and routes)."""
+        name = str(peer)
+        for metric in (self._peer_up, self._peer_flaps):
+            _remove(metric, name)
+        for state in PeerState:
+            _remove(self._peer_state, name, state.value)
+        self._forget_route_peer(name)
+        self._peers.discard(name)
+        self._flaps_seen.pop(name, None)
+
+    # -- routes and drift ----------------------------------------------------------------
+
+    def set_routes(self, *, desired: Mapping[PeerId, RibOut], announced: Mapping[PeerId, RibOut]) -> None:
+        """Per-peer, per-family counts and the drift between the two. Route series of peers
+        in neither mapping are removed."""
+        peers = {str(p): p for p in (*desired, *announced)}
+        for name, peer in peers.items():
+            want = desired.get(peer, {})
+            have = announced.get(peer, {})
+            for family in Family:
+                self._routes_desired.labels(name, family.value).set(_count(want, family))
+                self._routes_announced.labels(name, family.value).set(_count(have, family))
+        for name in self._route_peers - peers.keys():
+            self._forget_route_peer(name)
+        self._route_peers = set(peers)
+        missing = extra = 0
+        for peer in peers.values():
+            want = desired.get(peer, {})
+            have = announced.get(peer, {})
+            missing += sum(1 for prefix, attrs in want.items() if have.get(prefix) != attrs)
+            extra += sum(1 for prefix in have if prefix not in want)
+        self._desired_not_announced.set(missing)
+        self._announced_not_desired.set(extra)
+
+    def _forget_route_peer(self, name: str) -> None:
+        for family in Family:
+            _remove(self._routes_desired, name, family.value)
+            _remove(self._routes_announced, name, family.value)
+        self._route_peers.discard(name)
+
+    # -- refusals ------------------------------------------------------------------------
+
+    def set_refusals(self, refusals: Sequence[Refusal]) -> None:
+        """The current refusals: sets the per-kind gauge, counts the ones not seen last time."""
+        counts = dict.fromkeys(health.RefusalKind, 0)
+        current = frozenset(refusals)
+        for refusal in current:
+            counts[health.refusal_kind(refusal.reason)] += 1
+        for kind, count in counts.items():
+            self._refused.labels(kind.value).set(count)
+        for refusal in current - self._refusals_seen:
+            self._refusals.labels(health.refusal_kind(refusal.reason).value).inc()
+        self._refusals_seen = current
+
+    # -- reconcile and latency -----------------------------------------------------------
+
+    def observe_reconcile(self, *, seconds: float, result: ReconcileResult, at: float | None = None) -> None:
+        """One reconcile pass; ``at`` (default: now) becomes the last-converged time when it converged."""
+        if result not in RECONCILE_RESULTS:
+            raise ValueError(f"unknown reconcile result {result!r}")
+        self._reconcile_duration.observe(seconds)
+        self._reconcile_total.labels(result).inc()
+        if result == "converged":
+            self._last_converged.set(time.time() if at is None else at)
+
+    def observe_latency(self, seconds: float) -> None:
+        """Source change reported -> ExaBGP ack of the resulting command."""
+        self._latency.observe(max(0.0, seconds))
+
+    # -- ExaBGP --------------------------------------------------------------------------
+
+    def set_exabgp_up(self, up: bool) -> None:
+        self._exabgp_up.set(1 if up else 0)
+
+    def exabgp_restarted(self) -> None:
+        self._exabgp_restarts.inc()
+
+    def command(self, result: CommandResult) -> None:
+        if result not in COMMAND_RESULTS:
+            raise ValueError(f"unknown command result {result!r}")
+        self._commands.labels(result).inc()
+
+    # -- source --------------------------------------------------------------------------
+
+    def set_source(self, *, synced: bool, stale_seconds: float | None) -> None:
+        """``stale_seconds`` is ``None`` before the source was ever current (exported as 0)."""
+        self._source_synced.set(1 if synced else 0)
+        self._source_stale.set(0.0 if stale_seconds is None else max(0.0, stale_seconds))
+
+    def source_error(self) -> None:
+        self._source_errors.inc()
+
+
+def _count(rib: RibOut, family: Family) -> int:
+    return sum(1 for prefix in rib if family_of(prefix) is family)
+
+
+def _remove(metric: Gauge | Counter, *labels: str) -> None:
+    """Drop one series; a series that does not exist is not an error."""
+    metric.remove(*labels)
