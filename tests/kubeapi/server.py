@@ -298,9 +298,9 @@ class ApiServer:
 
     def _list(self, request: web.Request, rtype: ResourceType, ns: str | None) -> web.Response:
         rv = request.query.get("resourceVersion")
-        if rv and rv != "0" and request.query.get("resourceVersionMatch") == "Exact":
-            if int(rv) < self.store.oldest_rv:
-                raise ApiError(410, "Expired", f"too old resource version: {rv} ({self.store.oldest_rv})")
+        exact = request.query.get("resourceVersionMatch") == "Exact"
+        if rv and rv != "0" and exact and int(rv) < self.store.oldest_rv:
+            raise ApiError(410, "Expired", f"too old resource version: {rv} ({self.store.oldest_rv})")
         match = self._matcher(request)
         items = sorted(
             (o for o in self.store.items(rtype, ns) if match(o)),
@@ -394,6 +394,10 @@ class ApiServer:
                 if event is None or (event["type"] == "BOOKMARK" and not bookmarks):
                     continue
                 yield event
-            elif not done and bookmarks and self.bookmark_interval is not None:
-                if deadline is None or loop.time() < deadline:
-                    yield self._bookmark(watch.rtype)
+            elif (
+                not done
+                and bookmarks
+                and self.bookmark_interval is not None
+                and (deadline is None or loop.time() < deadline)
+            ):
+                yield self._bookmark(watch.rtype)
