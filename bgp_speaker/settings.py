@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     ValidationError,
     field_validator,
     model_validator,
@@ -64,7 +65,7 @@ class Strict(BaseModel):
 
 
 class PeerConfig(Strict):
-    address: IPv4Address | IPv6Address = Field(description="Address of the core router to peer with.")
+    address: IPvAnyAddress = Field(description="Address of the core router to peer with.")
     asn: Asn = Field(description="The peer's AS number.")
     port: int = Field(179, ge=1, le=65535, description="TCP port the peer listens on.")
     hold_time: int = Field(
@@ -88,7 +89,7 @@ class PeerConfig(Strict):
         "connected peer that also runs GTSM.",
     )
     passive: bool = Field(False, description="Wait for the peer to connect instead of connecting out.")
-    local_address: IPv4Address | IPv6Address | None = Field(
+    local_address: IPvAnyAddress | None = Field(
         None, description="Source address of the session; default: chosen by the kernel route to the peer."
     )
     families: tuple[Literal["ipv4", "ipv6"], ...] = Field(
@@ -364,12 +365,25 @@ class Settings(BaseSettings):
 
 def format_validation_error(error: ValidationError, *, origin: str) -> str:
     """One line per problem: ``origin: field.path: message (got VALUE)``."""
+    items = error.errors(include_url=False)
+    locations = [tuple(item["loc"]) for item in items]
     lines = []
-    for item in error.errors(include_url=False):
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+    for item in items:
+        loc = tuple(item["loc"])
+        # A list with a bad element also fails its length check; the element error says it all.
+        if item["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locations):
+            continue
+        path = ".".join(str(part) for part in loc) or "(top level)"
+        message = str(item["msg"]).removeprefix("Value error, ")
         value = item.get("input")
-        shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
-        lines.append(f"{origin}: {path}: {item['msg']}{shown}")
+        shown = ""
+        if (
+            not isinstance(value, dict | list | tuple)
+            and repr(value) not in message
+            and str(value) not in message
+        ):
+            shown = f" (got {value!r})"
+        lines.append(f"{origin}: {path}: {message}{shown}")
     return "\n".join(lines)
 
 
