@@ -99,6 +99,14 @@ class PeerConfig(Strict):
         None, ge=0, description="Outbound prefix cap: never announce more than this to the peer."
     )
     description: str = Field("", max_length=200, description="Free text shown in status and logs.")
+    graceful_restart_time: int | None = Field(
+        None,
+        ge=1,
+        le=4095,
+        description="Advertise the Graceful Restart capability (RFC 4724) with this restart time in "
+        "seconds: the peer keeps our routes as stale this long when the session drops. Empty: off. "
+        "It slows EIP failover, so leave it off unless riding out speaker restarts matters more.",
+    )
 
     @field_validator("hold_time")
     @classmethod
