@@ -1,0 +1,335 @@
+"""EIPs from a YAML or JSON file, followed live with inotify.
+
+File format (see ``config/eips.example.yaml``)::
+
+    eips:
+      - ip: 203.0.113.10
+      - ip: 2001:db8::10
+        communities: ["65000:10"]
+        large_communities: ["65000:1:2"]
+        med: 10
+        local_preference: 200
+        as_path_prepend: 2
+
+The format is chosen by content: a file whose first non-blank character is ``{`` or ``[``
+is read as JSON, anything else as YAML. Communities are validated exactly like the
+``announce`` section of the speaker config.
+
+Behaviour:
+
+- Every entry becomes a candidate whose origin is ``file:<name>[<index>]``. An entry that
+  is wrong (bad address, bad community, wrong type, unknown key) becomes a refusal that
+  names the field and the value; the other entries keep working.
+- A file that cannot be used at all (unreadable, not YAML/JSON, top level not a mapping,
+  no ``eips`` list, an unknown top-level key) keeps the LAST GOOD snapshot and sets
+  ``error``: the speaker keeps announcing what it announced. ``eips: []`` is the way to
+  ask for nothing; an empty or truncated file is an error, never a mass withdrawal.
+- A file missing at start leaves the source unsynced (``synced=False``) with an error,
+  so nothing is withdrawn before a first good load.
+- The file's DIRECTORY is watched (inotify, no polling), so in-place writes, editor
+  saves, atomic ``write tmp + rename``, delete + recreate and the Kubernetes ConfigMap
+  volume's ``..data`` symlink swap are all seen. Only events for the file's name or
+  ``..data`` cause a re-read, and the trigger is pulled only when the parsed content
+  changed (or on the first good load).
+- ``fresh_at``: while the watch is running and the last read succeeded, the view is
+  current by construction, so the snapshot reports the time it is taken; otherwise the
+  time of the last good read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from asyncinotify import Inotify, Mask
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictStr, ValidationError
+
+from bgp_speaker import settings
+from bgp_speaker.aiokit import Backoff, Trigger
+from bgp_speaker.core.model import AttributeOverrides, Candidate, Refusal
+from bgp_speaker.errors import SourceError
+from bgp_speaker.ports import SourceSnapshot
+
+logger = logging.getLogger(__name__)
+
+#: Name Kubernetes gives the symlink it swaps atomically in a ConfigMap/Secret volume.
+CONFIGMAP_DATA_LINK = "..data"
+
+_WATCH_MASK = (
+    Mask.CLOSE_WRITE
+    | Mask.MOVED_TO
+    | Mask.MOVED_FROM
+    | Mask.CREATE
+    | Mask.DELETE
+    | Mask.ATTRIB
+    | Mask.DELETE_SELF
+    | Mask.MOVE_SELF
+    | Mask.ONLYDIR
+)
+_UINT32_MAX = 4294967295
+_TOP_LEVEL_KEYS = frozenset({"eips"})
+
+
+def _address_text(value: str) -> str:
+    try:
+        return str(ip_address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {value!r}") from None
+
+
+def _no_base60(value: object) -> object:
+    # YAML 1.1 reads an unquoted 65000:10 as the base-60 integer 3900010.
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(
+            f'got the number {value}: quote communities in YAML ("65000:10"), which reads an '
+            "unquoted A:B as a base-60 integer"
+        )
+    return value
+
+
+_Community = Annotated[settings.Community, BeforeValidator(_no_base60)]
+_LargeCommunity = Annotated[settings.LargeCommunity, BeforeValidator(_no_base60)]
+_Uint32 = Annotated[StrictInt, Field(ge=0, le=_UINT32_MAX)]
+
+
+class _Entry(settings.Strict):
+    """One element of ``eips``; unknown keys are refused (extra='forbid')."""
+
+    ip: Annotated[StrictStr, AfterValidator(_address_text)]
+    communities: tuple[_Community, ...] | None = None
+    large_communities: tuple[_LargeCommunity, ...] | None = None
+    med: _Uint32 | None = None
+    local_preference: _Uint32 | None = None
+    as_path_prepend: Annotated[StrictInt, Field(ge=0, le=16)] | None = None
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict | list):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _entry_problems(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_url=False):
+        field = ""
+        for part in item["loc"]:
+            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+        kind = item["type"]
+        message = {"extra_forbidden": "unknown key", "missing": "required key missing"}.get(
+            kind, item["msg"].removeprefix("Value error, ")
+        )
+        # Our own validators already quote the value.
+        shown = "" if kind in ("missing", "value_error") else f" (got {_describe(item.get('input'))})"
+        problems.append(f"{field or 'entry'}: {message}{shown}")
+    return "; ".join(problems)
+
+
+def _load_document(text: str, *, where: str) -> Any:
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{where}: not valid JSON: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise SourceError(f"{where}: not valid YAML: {detail}") from None
+
+
+def parse(text: str, *, where: str, name: str) -> tuple[tuple[Candidate, ...], tuple[Refusal, ...]]:
+    """Parse the file's text. Raises :class:`SourceError` when the file as a whole is
+    unusable; a bad entry only becomes a refusal. ``where`` names the file in errors,
+    ``name`` goes into each entry's origin."""
+    document = _load_document(text, where=where)
+    if not isinstance(document, dict):
+        raise SourceError(
+            f"{where}: the top level must be a mapping with an `eips` list, got {_describe(document)}"
+        )
+    unknown = sorted(str(k) for k in document if k not in _TOP_LEVEL_KEYS)
+    if unknown:
+        raise SourceError(f"{where}: unknown top-level key {unknown[0]!r} (only `eips` is allowed)")
+    if "eips" not in document:
+        raise SourceError(f"{where}: eips: missing (write `eips: []` to announce nothing)")
+    entries = document["eips"]
+    if not isinstance(entries, list):
+        raise SourceError(
+            f"{where}: eips: must be a list (write `eips: []` to announce nothing), got {_describe(entries)}"
+        )
+    candidates: list[Candidate] = []
+    refusals: list[Refusal] = []
+    for index, raw in enumerate(entries):
+        origin = f"file:{name}[{index}]"
+        if not isinstance(raw, dict):
+            refusals.append(
+                Refusal(
+                    address=str(raw) if isinstance(raw, str) else "",
+                    origin=origin,
+                    reason=f"entry: must be a mapping like {{ip: 203.0.113.10}}, got {_describe(raw)}",
+                )
+            )
+            continue
+        try:
+            entry = _Entry(**{str(k): v for k, v in raw.items()})
+        except ValidationError as exc:
+            address = "" if raw.get("ip") is None else str(raw.get("ip"))
+            refusals.append(Refusal(address=address, origin=origin, reason=_entry_problems(exc)))
+            continue
+        candidates.append(
+            Candidate(
+                address=ip_address(entry.ip),
+                origin=origin,
+                overrides=AttributeOverrides(
+                    communities=entry.communities,
+                    large_communities=entry.large_communities,
+                    med=entry.med,
+                    local_preference=entry.local_preference,
+                    as_path_prepend=entry.as_path_prepend,
+                ),
+            )
+        )
+    return tuple(candidates), tuple(refusals)
+
+
+@dataclass(frozen=True, slots=True)
+class _Good:
+    candidates: tuple[Candidate, ...]
+    refusals: tuple[Refusal, ...]
+    loaded_at: float
+
+
+class FileSource:
+    """A :class:`~bgp_speaker.ports.CandidateSource` backed by one file."""
+
+    name = "file"
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._good: _Good | None = None
+        self._error: str | None = None
+        self._watching = False
+        self._reads = 0
+        self._changes = 0
+
+    def snapshot(self) -> SourceSnapshot:
+        details: dict[str, object] = {
+            "path": str(self.path),
+            "watching": self._watching,
+            "reads": self._reads,
+            "changes": self._changes,
+        }
+        good = self._good
+        if good is None:
+            return SourceSnapshot(synced=False, error=self._error, details=details)
+        details["loaded_at"] = good.loaded_at
+        fresh = self._clock() if self._watching and self._error is None else good.loaded_at
+        return SourceSnapshot(
+            candidates=good.candidates,
+            refusals=good.refusals,
+            synced=True,
+            fresh_at=fresh,
+            error=self._error,
+            details=details,
+        )
+
+    def reload(self) -> bool:
+        """Read the file now. Returns True when the candidates or refusals changed, or on
+        the first good load; on failure keep the last good view and record the error."""
+        self._reads += 1
+        try:
+            try:
+                text = self.path.read_bytes().decode("utf-8-sig")
+            except OSError as exc:
+                raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+            except UnicodeDecodeError as exc:
+                raise SourceError(f"{self.path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+            candidates, refusals = parse(text, where=str(self.path), name=self.path.name)
+        except SourceError as exc:
+            if str(exc) != self._error:
+                logger.warning(
+                    "EIP file unusable, keeping the last good view",
+                    extra={"source": self.name, "path": str(self.path), "reason": str(exc)},
+                )
+            self._error = str(exc)
+            return False
+        if self._error is not None:
+            logger.info("EIP file usable again", extra={"source": self.name, "path": str(self.path)})
+        self._error = None
+        previous = self._good
+        self._good = _Good(candidates=candidates, refusals=refusals, loaded_at=self._clock())
+        if previous is not None and (previous.candidates, previous.refusals) == (candidates, refusals):
+            return False
+        self._changes += 1
+        logger.info(
+            "EIP file loaded",
+            extra={
+                "source": self.name,
+                "path": str(self.path),
+                "candidates": len(candidates),
+                "refused": len(refusals),
+            },
+        )
+        for refusal in refusals:
+            logger.warning(
+                "EIP file entry refused",
+                extra={"source": self.name, "origin": refusal.origin, "reason": refusal.reason},
+            )
+        return True
+
+    def _relevant(self, name: Path | None, mask: Mask) -> bool:
+        if mask & (Mask.Q_OVERFLOW | Mask.DELETE_SELF | Mask.MOVE_SELF | Mask.IGNORED):
+            return True
+        if name is None:
+            return False
+        text = str(name)
+        if text == CONFIGMAP_DATA_LINK:
+            return bool(mask & Mask.MOVED_TO)
+        if text != self.path.name:
+            return False
+        if mask & Mask.CREATE:
+            # A new regular file is read at CLOSE_WRITE, once complete; a new symlink has
+            # no CLOSE_WRITE, so it is read now.
+            return self.path.is_symlink()
+        return True
+
+    async def run(self, *, trigger: Trigger) -> None:
+        """Watch the directory forever; re-read on relevant events. If the directory
+        cannot be watched (missing, removed), retry with back-off."""
+        directory = self.path.parent
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        while True:
+            try:
+                with Inotify() as inotify:
+                    inotify.add_watch(directory, _WATCH_MASK)
+                    # Watch first, then read: no change can slip between the two.
+                    self._watching = True
+                    if self.reload():
+                        trigger.pull(self.name)
+                    backoff.reset()
+                    async for event in inotify:
+                        if self._relevant(event.name, event.mask) and self.reload():
+                            trigger.pull(self.name)
+                        if event.mask & Mask.IGNORED:
+                            raise SourceError(f"{directory}: the watched directory went away")
+            except (OSError, SourceError) as exc:
+                reason = str(exc) if isinstance(exc, SourceError) else f"{directory}: cannot watch: {exc}"
+                self._error = reason
+                logger.warning(
+                    "EIP file watch lost, retrying",
+                    extra={"source": self.name, "path": str(self.path), "reason": reason},
+                )
+            finally:
+                self._watching = False
+            await asyncio.sleep(backoff.next_delay())
