@@ -306,20 +306,38 @@ class Settings(BaseSettings):
     router_id: IPv4Address | None = Field(
         None, description="BGP router ID; default: the interconnect IPv4 address."
     )
-    interconnect: InterconnectConfig = Field(default_factory=lambda: InterconnectConfig())
+    interconnect: InterconnectConfig = Field(
+        default_factory=lambda: InterconnectConfig(),
+        description="The interconnect interface, its next hops and the optional interconnect routing mode.",
+    )
     peers: tuple[PeerConfig, ...] = Field(min_length=1, description="The core routers.")
     pools: tuple[Cidr, ...] = Field(
         min_length=1,
         description="Allow-list of EIP ranges; an address outside all of them is never announced.",
     )
-    announce: AnnounceConfig = Field(default_factory=lambda: AnnounceConfig())
-    source: SourceConfig
-    http: HttpConfig = Field(default_factory=lambda: HttpConfig())
-    shutdown: ShutdownConfig = Field(default_factory=lambda: ShutdownConfig())
-    dataplane: DataplaneConfig = Field(default_factory=lambda: DataplaneConfig())
-    exabgp: ExabgpConfig = Field(default_factory=lambda: ExabgpConfig())
-    reconcile: ReconcileConfig = Field(default_factory=lambda: ReconcileConfig())
-    logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
+    announce: AnnounceConfig = Field(
+        default_factory=lambda: AnnounceConfig(), description="Default BGP attributes of every EIP route."
+    )
+    source: SourceConfig = Field(description="Where the EIPs to announce come from.")
+    http: HttpConfig = Field(
+        default_factory=lambda: HttpConfig(), description="The health, status and metrics endpoint."
+    )
+    shutdown: ShutdownConfig = Field(
+        default_factory=lambda: ShutdownConfig(), description="What happens on SIGTERM."
+    )
+    dataplane: DataplaneConfig = Field(
+        default_factory=lambda: DataplaneConfig(),
+        description="Gating announcements on the NAT rules really installed in the gateway.",
+    )
+    exabgp: ExabgpConfig = Field(
+        default_factory=lambda: ExabgpConfig(), description="How the ExaBGP child process is run and driven."
+    )
+    reconcile: ReconcileConfig = Field(
+        default_factory=lambda: ReconcileConfig(), description="Timing of the reconcile loop."
+    )
+    logging: LoggingConfig = Field(
+        default_factory=lambda: LoggingConfig(), description="Log level and format."
+    )
     min_established_peers: int = Field(
         1,
         ge=0,
