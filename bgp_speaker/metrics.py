@@ -30,9 +30,11 @@ LABEL_RESULT = "result"
 LABEL_VERSION = "version"
 
 CommandResult = Literal["done", "error", "timeout"]
-ReconcileResult = Literal["converged", "partial", "failed"]
+#: "skipped" is a pass that attempted nothing (speaker or source not ready): not recorded.
+ReconcileResult = Literal["converged", "partial", "failed", "skipped"]
 COMMAND_RESULTS: tuple[CommandResult, ...] = ("done", "error", "timeout")
 RECONCILE_RESULTS: tuple[ReconcileResult, ...] = ("converged", "partial", "failed")
+SKIPPED: ReconcileResult = "skipped"
 
 #: From 1 ms to 10 s: 1, 2.5, 5 and 7.5 in each decade.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -206,7 +208,13 @@ class Metrics:
     # -- reconcile and latency -----------------------------------------------------------
 
     def observe_reconcile(self, *, seconds: float, result: ReconcileResult, at: float | None = None) -> None:
-        """One reconcile pass; ``at`` (default: now) becomes the last-converged time when it converged."""
+        """One reconcile pass; ``at`` (default: now) becomes the last-converged time when it converged.
+
+        A ``skipped`` pass is ignored (it neither took time worth measuring nor had an outcome);
+        any other unknown result raises ``ValueError``.
+        """
+        if result == SKIPPED:
+            return
         if result not in RECONCILE_RESULTS:
             raise ValueError(f"unknown reconcile result {result!r}")
         self._reconcile_duration.observe(seconds)

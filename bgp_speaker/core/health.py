@@ -1,7 +1,9 @@
 """Liveness and readiness verdicts, and the classification of refusal reasons.
 
-Pure functions of flags and timestamps; the caller passes ``now`` (``time.time()``)
-so that every verdict can be computed again, in a test, from the same inputs.
+Pure functions of flags and timestamps; the caller passes ``now`` so that every verdict
+can be computed again, in a test, from the same inputs. Only differences of timestamps
+are used: any clock works (``time.monotonic()`` suits heartbeats) as long as ``now`` and
+the timestamps passed with it come from the same one.
 
 The split follows what a Kubernetes probe does with the answer:
 
