@@ -157,8 +157,8 @@ CASES: list[tuple[str, list[Obj], dict[str, list[Obj]], kubeovn.Policy, set[str]
         "ready",
         set(),
         {
-            f"iptables-eip/e1 {A}": "claims another gateway: label ovn.kubernetes.io/vpc-nat-gw-name is 'gw1' "
-            "but spec.natGwDp is 'gw2'"
+            f"iptables-eip/e1 {A}": "claims another gateway: label ovn.kubernetes.io/vpc-nat-gw-name "
+            "is 'gw1' but spec.natGwDp is 'gw2'"
         },
     ),
     (
@@ -203,7 +203,8 @@ CASES: list[tuple[str, list[Obj], dict[str, list[Obj]], kubeovn.Policy, set[str]
         "ready",
         set(),
         {
-            "iptables-eip/e1 ": "missing fields: neither spec.v4ip nor spec.v6ip is set (no address allocated yet)"
+            "iptables-eip/e1 ": "missing fields: neither spec.v4ip nor spec.v6ip is set "
+            "(no address allocated yet)"
         },
     ),
     (
@@ -222,8 +223,8 @@ CASES: list[tuple[str, list[Obj], dict[str, list[Obj]], kubeovn.Policy, set[str]
         "ready",
         set(),
         {
-            "iptables-eip/e1 2001:db8::10": "not ready (status.ready is not true; Kube-OVN never readies a v6-only "
-            "EIP (the iptables NAT gateway has no NATv6))"
+            "iptables-eip/e1 2001:db8::10": "not ready (status.ready is not true; Kube-OVN never "
+            "readies a v6-only EIP (the iptables NAT gateway has no NATv6))"
         },
     ),
 ]
