@@ -28,8 +28,8 @@ Rules, in the order they are checked for every IptablesEIP:
    ready before it writes the rule's labels.
 
 **Hold-down.** Failing step 6 (not ready, no ready rule, no rule any more) is *transient*:
-an EIP that qualified keeps being announced for ``hold_down_seconds`` after it last
-qualified, reported as ``held (<reason>) for N s more``. That rides Kube-OVN's redo cycle
+an EIP that qualified keeps being announced for ``hold_down_seconds`` from the first
+selection that saw it fail, reported as ``held (<reason>) for N s more``. That rides Kube-OVN's redo cycle
 (``ready`` false then true on every gateway restart) and a rule being replaced. Every other
 failure ends the hold-down at once, and so does the EIP object disappearing, because the
 address may then be handed to another gateway and announcing it from here would steal its
@@ -93,10 +93,10 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A candidate that qualified, and the last time (wall clock) it did."""
+    """A candidate that qualified, and since when (wall clock) it has been failing, if it is."""
 
     candidate: Candidate
-    qualified_at: float
+    failing_since: float | None = None
 
 
 #: Hold-down state, keyed by (origin, address text).
@@ -376,9 +376,10 @@ def select(view: View, *, options: Options, hold_down: HoldDown, now: float) -> 
             for candidate in fresh:
                 key = (origin, str(candidate.address))
                 previous = hold_down.get(key)
-                until = now if previous is None else previous.qualified_at + options.hold_down_seconds
+                since = now if previous is None or previous.failing_since is None else previous.failing_since
+                until = since + options.hold_down_seconds
                 if exc.transient and previous is not None and now < until:
-                    state[key] = previous
+                    state[key] = Held(candidate=previous.candidate, failing_since=since)
                     candidates.append(candidate)
                     left = math.ceil(until - now)
                     held.append(
@@ -393,7 +394,7 @@ def select(view: View, *, options: Options, hold_down: HoldDown, now: float) -> 
                     refuse(str(candidate.address), origin, exc.reason)
             continue
         for candidate in fresh:
-            state[(origin, str(candidate.address))] = Held(candidate=candidate, qualified_at=now)
+            state[(origin, str(candidate.address))] = Held(candidate=candidate)
             candidates.append(candidate)
 
     return Selection(

@@ -355,23 +355,27 @@ def test_hold_down_rides_through_the_redo_cycle() -> None:
     assert not during.refusals
     (note,) = during.held
     assert note.reason == (
-        "held (not ready (status.ready is not true, status.redo 2026-01-02T15:04:05)) for 11 s more"
+        "held (not ready (status.ready is not true, status.redo 2026-01-02T15:04:05)) for 15 s more"
     )
-    assert note.until == pytest.approx(115.0)
-    assert during.next_deadline == pytest.approx(115.0)
+    assert note.until == pytest.approx(119.2)
+    assert during.next_deadline == pytest.approx(119.2)
+    # Counted from the first failure, not from the previous selection.
+    still = run([redo_eip], {"fip": [fip("f1", "e1", ready=False)]}, hold_down=during.hold_down, now=110.0)
+    assert still.held[0].reason.endswith("for 10 s more")
 
-    after = run(*bound, hold_down=during.hold_down, now=106.0)
+    after = run(*bound, hold_down=still.hold_down, now=111.0)
     assert announced(after) == {A}
     assert not after.held
-    assert after.hold_down[("iptables-eip/e1", A)].qualified_at == 106.0
+    assert after.hold_down[("iptables-eip/e1", A)].failing_since is None
 
 
 def test_hold_down_expires() -> None:
+    # A long quiet time between the last good selection and the failure does not eat the hold-down.
     first = run([eip("e1", A)], {"fip": [fip("f1", "e1")]}, now=100.0)
-    unbound = run([eip("e1", A)], {}, hold_down=first.hold_down, now=110.0)
+    unbound = run([eip("e1", A)], {}, hold_down=first.hold_down, now=700.0)
     assert announced(unbound) == {A}
     assert unbound.held[0].reason.startswith("held (not bound: no FIP/SNAT/DNAT rule")
-    expired = run([eip("e1", A)], {}, hold_down=unbound.hold_down, now=115.0)
+    expired = run([eip("e1", A)], {}, hold_down=unbound.hold_down, now=715.0)
     assert announced(expired) == set()
     assert expired.hold_down == {}
     assert expired.next_deadline is None
