@@ -18,7 +18,7 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bgp_speaker.core import health
-from bgp_speaker.core.model import Family, PeerId, PeerState, PeerStatus, Refusal, RibOut, family_of
+from bgp_speaker.core.model import Family, PeerId, PeerState, PeerStatus, Refusal, RibOut
 
 PREFIX = "bgp_speaker_"
 
@@ -167,21 +167,19 @@ class Metrics:
         """Per-peer, per-family counts and the drift between the two. Route series of peers
         in neither mapping are removed."""
         peers = {str(p): p for p in (*desired, *announced)}
+        missing = extra = 0
         for name, peer in peers.items():
             want = desired.get(peer, {})
             have = announced.get(peer, {})
             for family in Family:
                 self._routes_desired.labels(name, family.value).set(_count(want, family))
                 self._routes_announced.labels(name, family.value).set(_count(have, family))
+            if want is not have:
+                missing += sum(1 for prefix, attrs in want.items() if have.get(prefix) != attrs)
+                extra += sum(1 for prefix in have if prefix not in want)
         for name in self._route_peers - peers.keys():
             self._forget_route_peer(name)
         self._route_peers = set(peers)
-        missing = extra = 0
-        for peer in peers.values():
-            want = desired.get(peer, {})
-            have = announced.get(peer, {})
-            missing += sum(1 for prefix, attrs in want.items() if have.get(prefix) != attrs)
-            extra += sum(1 for prefix in have if prefix not in want)
         self._desired_not_announced.set(missing)
         self._announced_not_desired.set(extra)
 
@@ -251,7 +249,8 @@ class Metrics:
 
 
 def _count(rib: RibOut, family: Family) -> int:
-    return sum(1 for prefix in rib if family_of(prefix) is family)
+    version = 4 if family is Family.IPV4 else 6
+    return sum(1 for prefix in rib if prefix.version == version)
 
 
 def _remove(metric: Gauge | Counter, *labels: str) -> None:

@@ -7,7 +7,7 @@ GET path   answer
 =========  ====================================================================
 /healthz   200 ``ok`` or 503 with the reasons, ``text/plain``
 /readyz    200 ``ready`` or 503 ``not ready``, reasons and notes, ``text/plain``
-/status    the status document, ``application/json``
+/status    the status document, ``application/json`` (``?pretty=1`` indents it)
 /metrics   Prometheus text exposition (OpenMetrics when the scraper asks for it)
 =========  ====================================================================
 
@@ -101,15 +101,18 @@ async def _readyz(request: web.Request) -> web.Response:
     )
 
 
-def _dumps(document: object) -> str:
+def _dumps(document: object, *, pretty: bool = False) -> str:
     # Addresses, networks and enums are rendered with str(); the app should not send
     # other types, but a status page must not fail because of one.
-    return json.dumps(document, default=str, indent=2, sort_keys=False)
+    if pretty:
+        return json.dumps(document, default=str, indent=2)
+    return json.dumps(document, default=str, separators=(",", ":"))
 
 
 async def _status(request: web.Request) -> web.Response:
-    document = request.app[ENDPOINTS].status()
-    return web.json_response(dict(document), dumps=_dumps)
+    document = dict(request.app[ENDPOINTS].status())
+    pretty = request.query.get("pretty", "") not in ("", "0", "false")
+    return web.json_response(document, dumps=lambda d: _dumps(d, pretty=pretty))
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -197,6 +197,14 @@ async def test_status_is_json_of_the_document(served: Served) -> None:
     assert served.gateway.status_calls == 1
 
 
+async def test_status_is_compact_unless_asked_to_be_pretty(served: Served) -> None:
+    compact = (await get(served.base + "/status"))[2]
+    pretty = (await get(served.base + "/status?pretty=1"))[2]
+    assert "\n" not in compact
+    assert pretty.count("\n") > 3
+    assert json.loads(pretty) == json.loads(compact)
+
+
 async def test_metrics_exposition_follows_updates(served: Served) -> None:
     served.metrics.set_peers([PeerStatus(peer=P1, state=PeerState.ESTABLISHED), PeerStatus(peer=P2)])
     served.metrics.command("done")
