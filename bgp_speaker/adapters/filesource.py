@@ -202,6 +202,13 @@ def parse(text: str, *, where: str, name: str) -> tuple[tuple[Candidate, ...], t
     return tuple(candidates), tuple(refusals)
 
 
+def load_file(path: Path) -> SourceSnapshot:
+    """Read the file once (for a config check): its snapshot, with ``error`` set if unusable."""
+    source = FileSource(path)
+    source.reload()
+    return source.snapshot()
+
+
 @dataclass(frozen=True, slots=True)
 class _Good:
     candidates: tuple[Candidate, ...]
