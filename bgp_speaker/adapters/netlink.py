@@ -151,7 +151,8 @@ class Rtnl:
 
     async def __aenter__(self) -> Rtnl:
         with _translated(f"open a netlink socket (netns {self._netns or 'of this process'})"):
-            self._ipr = AsyncIPRoute(netns=self._netns, rcvbuf=self._rcvbuf)
+            # flags=0: open an existing namespace only, never create one.
+            self._ipr = AsyncIPRoute(netns=self._netns, rcvbuf=self._rcvbuf, flags=0)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

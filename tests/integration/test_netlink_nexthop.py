@@ -292,3 +292,12 @@ async def test_eip_storm_is_followed_without_losing_events(netns: Netns, watch: 
     assert watcher.current().ipv6 is None
     assert trigger.pulls == pulls
     assert watcher.status()["last_error"] is None
+
+
+async def test_netlink_failure_is_reported_and_retried(watch: Watch) -> None:
+    absent = f"absent-{secrets.token_hex(4)}"
+    watcher, _ = await watch(netns=absent)
+    await eventually(lambda: watcher.status()["last_error"] is not None, what="error reported")
+    assert watcher.status()["state"] == "reconnecting"
+    assert watcher.current() == NextHops()
+    assert not any(name.startswith(absent) for name in os.listdir("/run/netns"))
