@@ -81,7 +81,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _netns_names() -> list[str]:
+def netns_names() -> list[str]:
     out = _run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
     if not out:
         return []
@@ -112,7 +112,7 @@ def sweep_stale() -> list[str]:
     Returns the names it removed. Labs of live processes (including other concurrent runs) are kept.
     """
     removed: list[str] = []
-    for name in _netns_names():
+    for name in netns_names():
         m = _NAME_RE.match(name)
         if m and not _pid_alive(int(m["pid"])):
             _delete_netns(name)
