@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from tests.lab.netns import LabError, Netns
 
@@ -75,9 +75,15 @@ class PeerState:
 
 
 def wait_for(
-    predicate: Callable[[], T], *, timeout: float, interval: float = 0.1, message: str = "condition"
+    predicate: Callable[[], T | Literal[False] | None],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    message: str = "condition",
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value, and return that value.
+
+    ``None`` and ``False`` mean "not yet", so ``lambda: cond and value`` returns ``value``.
 
     Raises :class:`TimeoutError` after ``timeout`` seconds; exceptions of the predicate propagate.
     """
