@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from bgp_speaker.core import gating
 from bgp_speaker.core.model import Candidate
 from bgp_speaker.core.natrules import RuleKind
 from tests.lab.natgw import Backend, NatGateway
+from tests.lab.netns import Lab
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,22 +42,13 @@ DEADLINE = 30.0
 @contextlib.contextmanager
 def gateway_namespace(tag: str) -> Iterator[str]:
     """A namespace with eth0 (VPC) and net1 (external) like a gateway pod; always removed."""
-    name = f"t5{tag}-{os.getpid()}-{secrets.token_hex(2)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for ifname, peer in (("eth0", "vpc0"), ("net1", "ext0")):
-            subprocess.run(["ip", "-n", name, "link", "add", ifname, "type", "veth", "peer", "name", peer],
-                           check=True)  # fmt: skip
-            subprocess.run(["ip", "-n", name, "link", "set", ifname, "up"], check=True)
-        subprocess.run(["ip", "-n", name, "addr", "add", "10.0.1.254/24", "dev", "eth0"], check=True)
-        subprocess.run(["ip", "-n", name, "addr", "add", "10.99.0.11/24", "dev", "net1"], check=True)
-        yield name
-    finally:
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with Lab() as lab:
+        gw, outside = lab.add_ns(tag), lab.add_ns(f"{tag}-out")
+        lab.veth(gw, "eth0", outside, "vpc0")
+        lab.veth(gw, "net1", outside, "ext0")
+        gw.add_addr("eth0", "10.0.1.254/24")
+        gw.add_addr("net1", "10.99.0.11/24")
+        yield gw.name
 
 
 async def wait_for(condition: Callable[[], bool], what: str) -> None:
