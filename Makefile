@@ -47,5 +47,24 @@ fmt: venv ## format and auto-fix
 bench: sysdeps venv ## benchmarks against BIRD, with GoBGP as the reference; writes bench-results.md
 	$(BIN)/python -m tests.bench
 
+IMAGE ?= bgp-speaker:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman || command -v buildah)
+
+image: ## build the container image with docker/podman/buildah (IMAGE=name:tag)
+	@if [ -z "$(CONTAINER_ENGINE)" ] || ! $(CONTAINER_ENGINE) info >/dev/null 2>&1; then \
+		echo "make image: no usable container engine (docker, podman or buildah) on this machine;"; \
+		echo "  'make image-check' builds the same install layout into a directory and runs it."; \
+		exit 1; fi
+	$(CONTAINER_ENGINE) $(if $(findstring buildah,$(CONTAINER_ENGINE)),bud,build) -t $(IMAGE) .
+
+image-check: venv ## build the image's install layout into a temp dir and run its entry points
+	$(BIN)/python -m pytest -rxX tests/image $(PYTEST_ARGS)
+
+chart-check: venv ## helm lint + render/validate the chart; schema and README generated and current
+	bash tests/chart/install-helm.sh >/dev/null
+	$(BIN)/python -m tests.chart.gen_schema --check
+	$(BIN)/python -m tests.chart.gen_readme --check
+	$(BIN)/python -m pytest -rxX tests/chart $(PYTEST_ARGS)
+
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
