@@ -176,16 +176,16 @@ class Frr:
             raise RouterError(f"frr has no neighbor {address}: {data}")
         state = str(info.get("bgpState", "unknown"))
         established = state == "Established"
-        since = str(info.get("bgpTimerUpEstablishedEpoch", "")) if established else ""
-        if not established:
-            since = str(info.get("lastResetDueTo", ""))
+        # The epoch has 1 s resolution; the count of establishments makes a quick reset visible too.
+        transitions = info.get("connectionsEstablished", "")
+        since = f"{info.get('bgpTimerUpEstablishedEpoch', '')} #{transitions}" if established else ""
         return PeerState(
             address=address,
             state=state,
             established=established,
             since=since,
-            info=str(info.get("lastResetDueTo", "")),
-            extra={"establishedTransitions": str(info.get("connectionsEstablished", ""))},
+            info="" if established else str(info.get("lastResetDueTo", "")),
+            extra={"establishedTransitions": str(transitions)},
         )
 
     def wait_established(self, address: str, *, timeout: float = 30.0) -> PeerState:

@@ -21,6 +21,14 @@ from tests.lab.netns import Netns
 
 logger = logging.getLogger(__name__)
 
+_SESSION_STATES = {
+    "1": "idle",
+    "2": "connect",
+    "3": "active",
+    "4": "opensent",
+    "5": "openconfirm",
+    "6": "established",
+}
 _SUMMARY_RE = re.compile(r"Destination:\s*(\d+),\s*Path:\s*(\d+)")
 _ATTR_ORIGIN, _ATTR_AS_PATH, _ATTR_NEXT_HOP, _ATTR_MED, _ATTR_LOCAL_PREF = 1, 2, 3, 4, 5
 _ATTR_COMMUNITIES, _ATTR_MP_REACH, _ATTR_LARGE = 8, 14, 32
@@ -153,7 +161,8 @@ class GoBgp:
         data = self.gobgp_json("neighbor", address)
         state = data.get("state", {}) if isinstance(data, dict) else {}
         session = str(state.get("session_state", "unknown")).lower()
-        established = session in {"established", "6"}
+        session = _SESSION_STATES.get(session, session)
+        established = session == "established"
         timers = data.get("timers", {}).get("state", {}) if isinstance(data, dict) else {}
         since = str(timers.get("uptime", {}).get("seconds", "")) if established else ""
         return PeerState(address=address, state=session, established=established, since=since)
