@@ -151,6 +151,12 @@ class ApiServer:
         """Forget history: the next watch from any resourceVersion held now gets 410 Gone."""
         self.store.compact()
 
+    def inject(self, plural: str, event: Any) -> None:
+        """Send a raw event (any JSON, even malformed) to every open watch of ``plural``."""
+        for watch in list(self._watches):
+            if watch.rtype.plural == plural:
+                watch.queue.put_nowait(event)
+
     def send_bookmarks(self) -> None:
         for watch in list(self._watches):
             watch.queue.put_nowait(self._bookmark(watch.rtype))
@@ -391,7 +397,10 @@ class ApiServer:
                         await task
             if getter in done:
                 event = getter.result()
-                if event is None or (event["type"] == "BOOKMARK" and not bookmarks):
+                unwanted_bookmark = (
+                    isinstance(event, dict) and event.get("type") == "BOOKMARK" and not bookmarks
+                )
+                if event is None or unwanted_bookmark:
                     continue
                 yield event
             elif (

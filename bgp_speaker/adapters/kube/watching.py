@@ -102,6 +102,8 @@ class Watcher:
         self._stop = threading.Event()
         self._response: Any = None
         self._lock = threading.Lock()
+        self._outbox: list[Callable[[], None]] = []
+        self._drain_scheduled = False
         self.thread = threading.Thread(target=self._main, name=f"kube-watch-{plural}", daemon=True)
 
     def start(self) -> None:
@@ -124,11 +126,27 @@ class Watcher:
     # --- thread side ----------------------------------------------------------------------------
 
     def _emit(self, call: Callable[[], None]) -> None:
-        if not self._stop.is_set():
-            try:
-                self._post(call)
-            except RuntimeError:  # the loop is closed: nobody listens any more
-                self._stop.set()
+        """Queue ``call`` for the loop. One loop callback drains everything queued meanwhile,
+        so a burst of events costs the loop one wake-up, not one per event."""
+        if self._stop.is_set():
+            return
+        with self._lock:
+            self._outbox.append(call)
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        try:
+            self._post(self._drain)
+        except RuntimeError:  # the loop is closed: nobody listens any more
+            self._stop.set()
+
+    def _drain(self) -> None:
+        """Loop side: run every queued call, in order."""
+        with self._lock:
+            calls, self._outbox = self._outbox, []
+            self._drain_scheduled = False
+        for call in calls:
+            call()
 
     def _main(self) -> None:
         backoff = Backoff(initial=self.timing.backoff_initial, maximum=self.timing.backoff_max)
