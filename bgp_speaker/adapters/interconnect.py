@@ -285,12 +285,19 @@ class InterconnectRouting:
             events.close()
             raise _translate(exc, "cannot subscribe to netlink events") from None
         reader = asyncio.create_task(self._events(events, wake), name="interconnect-events")
+        last_error: str | None = None
         try:
             while True:
                 try:
                     await self.reconcile()
                 except NetlinkError as exc:
-                    logger.warning("interconnect routing pass failed", extra={"reason": str(exc)})
+                    if str(exc) != last_error:  # once per distinct failure, not every pass
+                        logger.warning("interconnect routing pass failed", extra={"reason": str(exc)})
+                    last_error = str(exc)
+                else:
+                    if last_error is not None:
+                        logger.info("interconnect routing recovered", extra={"interface": self._ifname})
+                    last_error = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self._recheck)
                 await asyncio.sleep(EVENT_COALESCE_SECONDS)
