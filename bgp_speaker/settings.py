@@ -274,7 +274,13 @@ class ExabgpConfig(Strict):
     batch_size: int = Field(
         48, ge=1, le=2000, description="Prefixes per `announce attributes ... nlri` command."
     )
-    window: int = Field(64, ge=1, le=1024, description="Commands in flight before waiting for acks.")
+    window: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="Commands in flight before waiting for acks. 8 measured best with 48-prefix batches: "
+        "20k IPv4 routes in ~1.7 s at reactor speed 1.0 (64: ~2.3 s; one big command: ~5.7 s).",
+    )
     ack_timeout: float = Field(
         30.0, gt=0, description="Seconds without any ack before ExaBGP counts as hung."
     )
