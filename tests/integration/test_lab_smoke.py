@@ -114,10 +114,11 @@ def test_bird_session_since_is_stable_without_resets(lab: Lab, exabgp_bin: Path)
 
 
 def test_gobgp_reference_speaker_rib_add_and_mrt_inject(lab: Lab) -> None:
-    topo = topology.build(lab, gateways=1, router="bird")
-    core = topo.router
-    assert isinstance(core, routers.Bird)
+    topo = topology.build(lab, gateways=1, router=None)
     gw = topo.gateway(1)
+    # GoBGP's own first connect waits 5-10 s whatever connect-retry says; an active core connects at once.
+    core = topo.start_router("bird", neighbors=[topo.neighbor(gw, passive=False)])
+    assert isinstance(core, routers.Bird)
     speaker = routers.GoBgp(
         gw.ns,
         router_id=gw.net1_v4,
