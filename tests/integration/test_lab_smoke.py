@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
+import pwd
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,16 @@ pytestmark = pytest.mark.integration
 DEADLINE = 30.0
 
 
-def _exabgp_in_gw1(topo: topology.Topology, exabgp_bin: Path, *, eip4: str, eip6: str) -> ExaBgp:
+def _exabgp_in_gw1(
+    topo: topology.Topology, exabgp_bin: Path, *, eip4: str, eip6: str, password: str | None = None
+) -> ExaBgp:
     gw = topo.gateway(1)
     config = render_config(
         peer=topo.core_v4,
         local_address=gw.net1_v4,
         local_as=topo.gateway_as,
         peer_as=topo.core_as,
+        password=password,
         routes=[
             StaticRoute(
                 f"{eip4}/32", gw.net1_v4, "community [ 65000:100 ] large-community [ 65000:0:7 ] med 10"
@@ -46,17 +51,20 @@ def _exabgp_in_gw1(topo: topology.Topology, exabgp_bin: Path, *, eip4: str, eip6
 
 @pytest.mark.parametrize("kind", ["bird", "frr", "gobgp"])
 def test_exabgp_routes_reach_the_core_router(lab: Lab, exabgp_bin: Path, kind: routers.RouterKind) -> None:
-    topo = topology.build(lab, gateways=1, router=kind)
-    assert topo.router is not None
-    core, gw = topo.router, topo.gateway(1)
+    topo = topology.build(lab, gateways=1, router=None)
+    gw = topo.gateway(1)
+    core = topo.start_router(kind, neighbors=[topo.neighbor(gw, password="lab-md5-key")])
     eip4, eip6 = topo.eip(10), topo.eip(10, family=6)
-    speaker = _exabgp_in_gw1(topo, exabgp_bin, eip4=eip4, eip6=eip6)
+    speaker = _exabgp_in_gw1(topo, exabgp_bin, eip4=eip4, eip6=eip6, password="lab-md5-key")
 
     def established() -> bool:
         speaker.check_running()
         return core.peer_state(gw.net1_v4).established
 
     routers.wait_for(established, timeout=DEADLINE, message="session Established")
+    assert speaker.proc is not None
+    owner = Path(f"/proc/{speaker.proc.pid}").stat()
+    assert (owner.st_uid, owner.st_gid) == (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
 
     if isinstance(core, routers.GoBgp):
         learned = routers.wait_for(
