@@ -1,0 +1,353 @@
+"""Composition root: build every part from the settings, run them, stop them cleanly.
+
+Long-lived tasks (ExaBGP supervision, the source watcher, the next-hop follower, the
+reconciler, housekeeping) run in one TaskGroup. A root task that fails stops the daemon
+with a non-zero exit so Kubernetes restarts it. SIGTERM/SIGINT start the graceful stop:
+
+1. stop following inputs (no new passes);
+2. optionally re-announce everything with GRACEFUL_SHUTDOWN (65535:0) and wait
+   ``shutdown.drain_seconds`` so the core moves traffic to other paths first;
+3. withdraw everything and wait for ExaBGP's acknowledgement;
+4. stop ExaBGP and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Coroutine
+from ipaddress import IPv4Address, ip_network
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bgp_speaker import __version__, statusdoc
+from bgp_speaker.adapters import netlink
+from bgp_speaker.adapters.dataplane import DataplaneWatcher
+from bgp_speaker.adapters.exabgp.speaker import ExabgpSpeaker
+from bgp_speaker.adapters.filesource import FileSource
+from bgp_speaker.adapters.http import HttpServer
+from bgp_speaker.adapters.interconnect import InterconnectRouting
+from bgp_speaker.aiokit import Trigger
+from bgp_speaker.core import desired as desired_mod
+from bgp_speaker.core import health
+from bgp_speaker.core.model import GRACEFUL_SHUTDOWN, PeerState
+from bgp_speaker.errors import BgpSpeakerError, ConfigError
+from bgp_speaker.gatekeeper import DataplaneGate
+from bgp_speaker.metrics import Metrics
+from bgp_speaker.observers import Activity, EventSink
+from bgp_speaker.ports import CandidateSource
+from bgp_speaker.reconciler import Reconciler
+from bgp_speaker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 1.0
+
+
+ROUTER_ID_WAIT_SECONDS = 120.0
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry, version=__version__)
+        self.trigger = Trigger(coalesce=settings.reconcile.coalesce_seconds)
+        self.pools = tuple(ip_network(p) for p in settings.pools)
+        self.gateway: str | None = None
+        self.events: EventSink | None = None
+        self.next_hops = netlink.InterconnectWatcher(
+            interface=settings.interconnect.interface,
+            pools=self.pools,
+            override_ipv4=settings.interconnect.next_hop_ipv4,
+            override_ipv6=settings.interconnect.next_hop_ipv6,
+        )
+        self.source: CandidateSource = self._build_source()
+        self.activity = Activity(metrics=self.metrics, events=self.events)
+        self.speaker: ExabgpSpeaker | None = None
+        self.reconciler: Reconciler | None = None
+        self.http: HttpServer | None = None
+        self.gate: DataplaneGate | None = None
+        self.routing: InterconnectRouting | None = None
+        self.heartbeat = time.time()
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        self._failed: str | None = None
+
+    # --- construction ----------------------------------------------------------------
+
+    def _build_source(self) -> CandidateSource:
+        source = self.settings.source
+        if source.kind == "file":
+            assert source.file is not None
+            return FileSource(path=source.file.path)
+        # Imported here: the Kubernetes client is heavy and only this source needs it.
+        from bgp_speaker.adapters import kube
+
+        config = source.kubernetes
+        kube_source = kube.KubeSource.from_settings(config)
+        self.gateway = kube_source.gateway
+        if config.events:
+            self.events = kube.EventRecorder(
+                client_config=kube.load_configuration(config.kubeconfig),
+                gateway=kube_source.gateway,
+                source=kube_source,
+                events_per_minute=config.events_per_minute,
+            )
+        return kube_source
+
+    async def _build_dataplane(self) -> DataplaneGate | None:
+        config = self.settings.dataplane
+        if config.mode == "off":
+            return None
+        watcher = DataplaneWatcher(poll_seconds=config.poll_seconds)
+        # Read once before the first pass: `require` must not announce before it saw the tables.
+        await watcher.read()
+        return DataplaneGate(
+            watcher=watcher, mode=config.mode, hold_down=config.hold_down_seconds, trigger=self.trigger
+        )
+
+    def _build_routing(self) -> InterconnectRouting | None:
+        config = self.settings.interconnect
+        if not config.manage_routes:
+            return None
+        gateway = config.gateway_ipv4
+        if gateway is None and os.environ.get("GATEWAY_V4"):
+            try:
+                gateway = IPv4Address(os.environ["GATEWAY_V4"])
+            except ValueError:
+                raise ConfigError(
+                    f"interconnect.gateway_ipv4: not set, and env GATEWAY_V4={os.environ['GATEWAY_V4']!r} "
+                    "is not an IPv4 address"
+                ) from None
+        if gateway is None:
+            raise ConfigError(
+                "interconnect.gateway_ipv4: required with interconnect.manage_routes (or env GATEWAY_V4)"
+            )
+        return InterconnectRouting(
+            interface=config.interface,
+            gateway=gateway,
+            pools=self.settings.pools,
+            protect=[p.address for p in self.settings.peers if isinstance(p.address, IPv4Address)],
+        )
+
+    async def _router_id(self) -> IPv4Address:
+        if self.settings.router_id is not None:
+            return self.settings.router_id
+        if self.settings.interconnect.next_hop_ipv4 is not None:
+            return self.settings.interconnect.next_hop_ipv4
+        interface = self.settings.interconnect.interface
+        deadline = time.monotonic() + ROUTER_ID_WAIT_SECONDS
+        warned = False
+        while True:
+            address = await netlink.first_ipv4(interface, exclude=self.pools)
+            if address is not None:
+                return address
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"router_id: not set, and interface {interface} has no IPv4 address to derive it "
+                    f"from after {ROUTER_ID_WAIT_SECONDS:.0f}s; set router_id in the config"
+                )
+            if not warned:
+                logger.warning(
+                    "waiting for an IPv4 address on the interconnect interface to use as router-id",
+                    extra={"interface": interface},
+                )
+                warned = True
+            await asyncio.sleep(1.0)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            self.heartbeat = time.time()
+            if self.speaker is not None:
+                self.activity.on_peers(self.speaker.peer_statuses())
+                self.metrics.set_exabgp_up(self.speaker.running)
+            snapshot = self.source.snapshot()
+            stale = time.time() - snapshot.fresh_at if snapshot.fresh_at is not None else None
+            self.metrics.set_source(synced=snapshot.synced, stale_seconds=stale)
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+    # --- probes and status -----------------------------------------------------------
+
+    def liveness(self) -> health.Verdict:
+        speaker = self.speaker
+        return health.liveness(
+            now=time.time(),
+            loop_heartbeat=self.heartbeat,
+            exabgp_running=speaker.running if speaker is not None else True,
+            exabgp_restarting_since=speaker.restarting_since if speaker is not None else None,
+            max_heartbeat_age=30.0,
+            max_restart_seconds=300.0,
+        )
+
+    def readiness(self) -> health.Verdict:
+        snapshot = self.source.snapshot()
+        statuses = self.speaker.peer_statuses() if self.speaker is not None else {}
+        established = sum(1 for s in statuses.values() if s.state is PeerState.ESTABLISHED)
+        return health.readiness(
+            first_sync_done=self.reconciler is not None and self.reconciler.first_sync_done,
+            established_peers=established,
+            configured_peers=len(self.settings.peers),
+            min_established=self.settings.min_established_peers,
+            source_synced=snapshot.synced,
+            source_stale_seconds=time.time() - snapshot.fresh_at if snapshot.fresh_at else None,
+            source_error=snapshot.error,
+            next_hops_stale=bool(self.next_hops.status().get("stale", False)),
+        )
+
+    def status(self) -> dict[str, Any]:
+        live, ready = self.liveness(), self.readiness()
+        speaker = self.speaker
+        return statusdoc.build(
+            version=__version__,
+            gateway=self.gateway,
+            now=time.time(),
+            source_name=self.source.name,
+            snapshot=self.source.snapshot(),
+            next_hops=self.next_hops.current(),
+            interface=self.settings.interconnect.interface,
+            next_hop_detail=self.next_hops.status(),
+            exabgp=speaker.status() if speaker is not None else {"running": False},
+            peers=[
+                statusdoc.PeerInfo(address=p.address, asn=p.asn, description=p.description)
+                for p in self.settings.peers
+            ],
+            peer_statuses=speaker.peer_statuses() if speaker is not None else {},
+            report=self.reconciler.last_report if self.reconciler is not None else None,
+            actual=self.reconciler.actual if self.reconciler is not None else {},
+            health={
+                "live": live.ok,
+                "ready": ready.ok,
+                "reasons": [*live.reasons, *ready.reasons],
+                "notes": [*live.notes, *ready.notes],
+            },
+            extra={
+                "dataplane": self.gate.status() if self.gate is not None else {"mode": "off"},
+                "interconnect": self.routing.status().as_dict() if self.routing is not None else None,
+            },
+        )
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _root(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("root task failed; stopping", extra={"task": name})
+            self._failed = f"{name}: {exc}"
+        else:
+            logger.error("root task exited unexpectedly; stopping", extra={"task": name})
+            self._failed = f"{name} exited"
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        router_id = await self._router_id()
+        self.routing = self._build_routing()
+        self.gate = await self._build_dataplane()
+        self.speaker = ExabgpSpeaker(
+            settings=self.settings, router_id=router_id, on_change=lambda: self.trigger.pull("speaker")
+        )
+        self.speaker.on_restart = self.metrics.exabgp_restarted
+        self.reconciler = Reconciler(
+            speaker=self.speaker,
+            source=self.source,
+            next_hops=self.next_hops,
+            policy=self.settings.routing_policy(),
+            trigger=self.trigger,
+            resync_seconds=self.settings.reconcile.resync_seconds,
+            gate=self.gate,
+            observers=[self.activity.on_pass],
+        )
+        if self.settings.http.listen:
+            self.http = HttpServer(
+                listen=self.settings.http.listen,
+                registry=self.registry,
+                status=self.status,
+                liveness=self.liveness,
+                readiness=self.readiness,
+            )
+            await self.http.start()
+        logger.info(
+            "bgp-speaker starting",
+            extra={"version": __version__, "router_id": str(router_id), "peers": len(self.settings.peers)},
+        )
+        await self.speaker.start()
+        async with asyncio.TaskGroup() as group:
+            inputs = [
+                group.create_task(self._root(self.source.run(trigger=self.trigger), name="source")),
+                group.create_task(self._root(self.next_hops.run(trigger=self.trigger), name="next-hops")),
+                group.create_task(self._root(self.reconciler.run(), name="reconciler")),
+                group.create_task(self._root(self._housekeeping(), name="housekeeping")),
+            ]
+            if self.gate is not None:
+                inputs.append(
+                    group.create_task(
+                        self._root(self.gate.watcher.run(trigger=self.trigger), name="dataplane")
+                    )
+                )
+            if self.routing is not None:
+                inputs.append(group.create_task(self._root(self.routing.run(), name="interconnect")))
+            if self.events is not None:
+                inputs.append(group.create_task(self._root(self.events.run(), name="events")))
+            speaker_task = group.create_task(self._root(self.speaker.run(), name="exabgp"))
+            self.trigger.pull("start")
+            await self._stop.wait()
+            for task in inputs:
+                task.cancel()
+            if self._failed is None:
+                await self._graceful_stop()
+            await self.speaker.stop()
+            speaker_task.cancel()
+        if self.http is not None:
+            await self.http.stop()
+        if self._failed is not None:
+            logger.error("bgp-speaker stopped after a failure", extra={"reason": self._failed})
+            return 1
+        logger.info("bgp-speaker stopped")
+        return 0
+
+    async def _graceful_stop(self) -> None:
+        assert self.reconciler is not None
+        assert self.speaker is not None
+        shutdown = self.settings.shutdown
+        try:
+            async with asyncio.timeout(shutdown.drain_seconds + 2 * shutdown.withdraw_timeout + 5):
+                actual = {peer: dict(rib) for peer, rib in self.reconciler.actual.items()}
+                if shutdown.graceful_shutdown and any(actual.values()) and self.speaker.available:
+                    logger.info(
+                        "draining: re-announcing with GRACEFUL_SHUTDOWN",
+                        extra={"community": GRACEFUL_SHUTDOWN, "seconds": shutdown.drain_seconds},
+                    )
+                    await self.reconciler.converge(
+                        routes=desired_mod.with_graceful_shutdown(actual, community=GRACEFUL_SHUTDOWN)
+                    )
+                    await asyncio.sleep(shutdown.drain_seconds)
+                if self.speaker.available:
+                    async with asyncio.timeout(shutdown.withdraw_timeout):
+                        report = await self.reconciler.converge(routes={})
+                        await self.speaker.settle()
+                    logger.info("withdrew every route", extra={"withdrawn": report.withdrawn})
+        except TimeoutError:
+            logger.warning("graceful stop timed out; stopping ExaBGP anyway")
+        except BgpSpeakerError as exc:
+            logger.warning("graceful stop failed; stopping ExaBGP anyway", extra={"reason": str(exc)})
+
+
+async def run(settings: Settings) -> int:
+    daemon = Daemon(settings)
+    with contextlib.suppress(asyncio.CancelledError):
+        return await daemon.run()
+    return 1

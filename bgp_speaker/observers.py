@@ -1,0 +1,88 @@
+"""What each reconcile pass and each peer change tells the outside: metrics, log lines and
+(with the Kubernetes source) Events. Logs say what changed, once, not every pass."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from bgp_speaker.core.desired import prefix_sort_key
+from bgp_speaker.core.model import IPNetwork, PeerId, PeerState, PeerStatus, Refusal, host_prefix
+from bgp_speaker.metrics import Metrics
+from bgp_speaker.reconciler import PassReport
+
+logger = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    """Where announce/withdraw/refusal/peer events go (Kubernetes Events in the kube source)."""
+
+    def announced(self, origins: Iterable[str]) -> None: ...
+
+    def withdrawn(self, origins: Iterable[str]) -> None: ...
+
+    def refused(self, refusals: Iterable[Refusal]) -> None: ...
+
+    def peer_changed(self, status: PeerStatus) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+class Activity:
+    def __init__(self, *, metrics: Metrics, events: EventSink | None = None) -> None:
+        self._metrics = metrics
+        self._events = events
+        self._origins: dict[IPNetwork, str] = {}
+        self._refusals: frozenset[Refusal] = frozenset()
+        self._peer_states: dict[PeerId, PeerState] = {}
+
+    def on_pass(self, report: PassReport) -> None:
+        if report.result != "skipped":
+            self._metrics.observe_reconcile(seconds=report.duration, result=report.result, at=report.at)  # type: ignore[arg-type]
+        if report.latency is not None:
+            self._metrics.observe_latency(report.latency)
+        if report.snapshot is not None:
+            for candidate in report.snapshot.candidates:
+                self._origins[host_prefix(candidate.address)] = candidate.origin
+        if report.desired is not None:
+            self._metrics.set_routes(desired=report.desired.routes, announced=report.actual)
+            self._metrics.set_refusals(report.desired.refusals)
+            self._log_refusals(frozenset(report.desired.refusals))
+        for prefix in sorted(report.newly_announced, key=prefix_sort_key):
+            logger.info("announced", extra={"prefix": str(prefix), "origin": self._origins.get(prefix, "")})
+        for prefix in sorted(report.newly_withdrawn, key=prefix_sort_key):
+            logger.info("withdrawn", extra={"prefix": str(prefix), "origin": self._origins.get(prefix, "")})
+        for peer, prefix, reason in report.rejected:
+            logger.error(
+                "ExaBGP rejected a route", extra={"peer": str(peer), "prefix": str(prefix), "reason": reason}
+            )
+        if self._events is not None:
+            self._events.announced(self._origins[p] for p in report.newly_announced if p in self._origins)
+            self._events.withdrawn(self._origins[p] for p in report.newly_withdrawn if p in self._origins)
+            if report.desired is not None:
+                self._events.refused(report.desired.refusals)
+
+    def _log_refusals(self, refusals: frozenset[Refusal]) -> None:
+        for refusal in sorted(refusals - self._refusals, key=lambda r: (r.origin, r.address)):
+            extra = {"address": refusal.address, "origin": refusal.origin, "reason": refusal.reason}
+            if refusal.peer is not None:
+                extra["peer"] = str(refusal.peer)
+            logger.warning("address refused", extra=extra)
+        for refusal in sorted(self._refusals - refusals, key=lambda r: (r.origin, r.address)):
+            logger.info("refusal cleared", extra={"address": refusal.address, "origin": refusal.origin})
+        self._refusals = refusals
+
+    def on_peers(self, statuses: Mapping[PeerId, PeerStatus]) -> None:
+        self._metrics.set_peers(statuses.values())
+        for peer, status in statuses.items():
+            if self._peer_states.get(peer) == status.state:
+                continue
+            self._peer_states[peer] = status.state
+            level = logging.INFO if status.state is PeerState.ESTABLISHED else logging.WARNING
+            extra = {"peer": str(peer), "state": status.state.value}
+            if status.last_error:
+                extra["reason"] = status.last_error
+            logger.log(level, "peer state changed", extra=extra)
+            if self._events is not None:
+                self._events.peer_changed(status)
