@@ -1,0 +1,380 @@
+"""``ExabgpSpeaker``: the :class:`bgp_speaker.ports.Speaker` on top of a supervised ExaBGP.
+
+ExaBGP runs as our child (:mod:`.supervisor`) and starts the relay (:mod:`.relay`), which connects
+to the API socket we serve (:mod:`.client`). Every new relay connection bumps
+:attr:`ExabgpSpeaker.generation`: ExaBGP was restarted, or it respawned the relay; either way what
+it announces is unknown to us and the reconciler re-reads it (hazard 6).
+
+Throughput: ExaBGP's reactor runs at most 50 queued steps (about one per prefix) per loop
+iteration and sleeps between iterations unless an API line arrived. :meth:`ExabgpSpeaker.apply`
+therefore cuts announcements into commands of ``batch_size`` (< 50) prefixes and keeps ``window``
+of them in flight: each iteration finishes a command, we answer with the next one, and ExaBGP
+never sleeps while work remains, while its idle tick can stay slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from bgp_speaker.adapters.exabgp import client, relay, supervisor
+from bgp_speaker.core import exabgp_codec as codec
+from bgp_speaker.core import exabgp_config, plan
+from bgp_speaker.core.model import Family, IPAddress, PeerId, PeerState, PeerStatus, Plan, Step, Withdraw
+from bgp_speaker.errors import CommandRejected, SpeakerUnavailable
+from bgp_speaker.ports import ApplyResult, Rib
+from bgp_speaker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SOCKET_NAME = "api.sock"
+CONFIG_NAME = "exabgp.conf"
+
+
+def default_relay_command(socket_path: Path, *, python: str | None = None) -> tuple[str, ...]:
+    """Run the relay file directly: stdlib only, so ``-I -S`` keeps its start fast and it needs
+    no installed package. ExaBGP runs it as the unprivileged user, so ``python`` (default: this
+    interpreter) must be executable by that user."""
+    interpreter = python or sys.executable
+    return (interpreter, "-I", "-S", str(Path(relay.__file__).resolve()), "--socket", str(socket_path))
+
+
+def session_config_from_settings(
+    settings: Settings, *, router_id: IPAddress, relay_command: tuple[str, ...]
+) -> exabgp_config.SessionConfig:
+    """Raises ConfigError when a password file cannot be read."""
+    return exabgp_config.SessionConfig(
+        router_id=router_id,
+        local_as=settings.local_as,
+        relay_command=relay_command,
+        neighbors=tuple(
+            exabgp_config.NeighborConfig(
+                address=peer.address,
+                peer_as=peer.asn,
+                port=peer.port,
+                local_address=peer.local_address,
+                hold_time=peer.hold_time,
+                md5_password=peer.read_password(),
+                outgoing_ttl=peer.multihop_ttl,
+                incoming_ttl=peer.incoming_ttl,
+                passive=peer.passive,
+                families=tuple(Family(f) for f in peer.families),
+                description=peer.description,
+            )
+            for peer in settings.peers
+        ),
+    )
+
+
+class ExabgpSpeaker:
+    def __init__(
+        self,
+        *,
+        session: exabgp_config.SessionConfig | None = None,
+        runtime_dir: Path | None = None,
+        command: Sequence[str] = (),
+        user: str = "nobody",
+        reactor_speed: float = 1.0,
+        batch_size: int = 48,
+        window: int = 8,
+        ack_timeout: float = 30.0,
+        restart_backoff_max: float = 30.0,
+        relay_python: str | None = None,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        """``session.relay_command`` may be empty: the default relay on our socket is filled in,
+        run by ``relay_python`` (default: this interpreter)."""
+        self._relay_python = relay_python
+        self._own_dir = runtime_dir is None
+        self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="bgp-speaker-"))
+        self.socket_path = self.runtime_dir / SOCKET_NAME
+        self.config_path = self.runtime_dir / CONFIG_NAME
+        self._session = session
+        self._owner = supervisor.unprivileged_ids(user)
+        self.batch_size = batch_size
+        self.window = window
+        self.on_change = on_change
+        self._statuses: dict[PeerId, PeerStatus] = {}
+        self._peer_as: dict[PeerId, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.channel = client.ApiChannel(
+            self.socket_path,
+            ack_timeout=ack_timeout,
+            owner=self._owner,
+            on_event=self._on_event,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+        )
+        self.supervisor = supervisor.ExabgpSupervisor(
+            config_path=self.config_path,
+            command=command,
+            owner=self._owner,
+            reactor_speed=reactor_speed,
+            restart_backoff_max=restart_backoff_max,
+            on_exit=self._on_exabgp_exit,
+        )
+        if session is not None:
+            self.configure(session)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        router_id: IPAddress,
+        on_change: Callable[[str], None] | None = None,
+    ) -> ExabgpSpeaker:
+        cfg = settings.exabgp
+        speaker = cls(
+            runtime_dir=cfg.runtime_dir,
+            command=cfg.command,
+            user=cfg.user,
+            reactor_speed=cfg.reactor_speed,
+            batch_size=cfg.batch_size,
+            window=cfg.window,
+            ack_timeout=cfg.ack_timeout,
+            restart_backoff_max=cfg.restart_backoff_max,
+            on_change=on_change,
+        )
+        speaker.configure(
+            session_config_from_settings(
+                settings, router_id=router_id, relay_command=default_relay_command(speaker.socket_path)
+            )
+        )
+        return speaker
+
+    def configure(self, session: exabgp_config.SessionConfig) -> None:
+        if not session.relay_command:
+            relay_command = default_relay_command(self.socket_path, python=self._relay_python)
+            session = replace(session, relay_command=relay_command)
+        exabgp_config.render(session, redact_secrets=False)  # raises ValueError early
+        self._session = session
+        self._peer_as = {n.address: n.peer_as for n in session.neighbors}
+        self._statuses = {n.address: PeerStatus(peer=n.address) for n in session.neighbors}
+        self.supervisor.secrets = tuple(n.md5_password for n in session.neighbors if n.md5_password)
+
+    # --- status ------------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self.channel.generation
+
+    @property
+    def available(self) -> bool:
+        return self.channel.connected
+
+    @property
+    def api_connected(self) -> bool:
+        return self.channel.connected
+
+    @property
+    def pid(self) -> int | None:
+        return self.supervisor.pid
+
+    @property
+    def restarts(self) -> int:
+        return self.supervisor.restarts
+
+    def peer_statuses(self) -> Mapping[PeerId, PeerStatus]:
+        return dict(self._statuses)
+
+    def rendered_config(self) -> str:
+        """The ExaBGP configuration with passwords redacted, for status pages and logs."""
+        assert self._session is not None
+        return exabgp_config.render(self._session, redact_secrets=True)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Write the config and open the API socket; :meth:`run` then starts ExaBGP."""
+        if self._session is None:
+            raise RuntimeError("ExabgpSpeaker.start() before configure()")
+        supervisor.prepare_runtime_dir(self.runtime_dir, owner=self._owner)
+        text = exabgp_config.render(self._session, redact_secrets=False)
+        supervisor.write_private(self.config_path, text, owner=self._owner)
+        await self.channel.start()
+        logger.debug("exabgp config written", extra={"path": str(self.config_path)})
+
+    async def run(self) -> None:
+        """Keep ExaBGP running (root task of the app's TaskGroup)."""
+        await self.supervisor.run()
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+        await self.channel.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._own_dir:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def _changed(self, reason: str) -> None:
+        if self.on_change is not None:
+            self.on_change(reason)
+
+    def _set_state(self, peer: PeerId, state: PeerState, *, error: str | None = None) -> None:
+        old = self._statuses.get(peer, PeerStatus(peer=peer))
+        if old.state is state and error is None:
+            return
+        flaps = old.flaps + (
+            1 if old.state is PeerState.ESTABLISHED and state is not PeerState.ESTABLISHED else 0
+        )
+        self._statuses[peer] = PeerStatus(
+            peer=peer,
+            state=state,
+            since=time.time() if old.state is not state else old.since,
+            last_error=error if error is not None else old.last_error,
+            flaps=flaps,
+        )
+        if old.state is not state:
+            logger.info(
+                "bgp peer state", extra={"peer": str(peer), "state": state.value, "reason": error or ""}
+            )
+            self._changed("peer-state")
+
+    def _on_event(self, event: codec.Event) -> None:
+        if isinstance(event, codec.StateEvent):
+            state = codec.STATE_OF_EVENT.get(event.state, PeerState.UNKNOWN)
+            self._set_state(
+                event.peer, state, error=(event.reason or None) if state is PeerState.DOWN else None
+            )
+        elif isinstance(event, codec.NotificationEvent):
+            text = f"notification {event.direction} {event.code}/{event.subcode} {event.message}".strip()
+            logger.warning("bgp notification", extra={"peer": str(event.peer), "reason": text})
+            old = self._statuses.get(event.peer, PeerStatus(peer=event.peer))
+            self._statuses[event.peer] = replace(old, last_error=text)
+        elif isinstance(event, codec.ShutdownEvent):
+            logger.info("exabgp is shutting down")
+
+    def _on_connect(self, generation: int) -> None:
+        task = asyncio.create_task(self._learn_peer_states(generation), name="exabgp-peer-states")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._changed("api-connected")
+
+    def _on_disconnect(self, generation: int) -> None:
+        for peer in self._statuses:
+            self._set_state(peer, PeerState.UNKNOWN)
+        self._changed("api-disconnected")
+
+    def _on_exabgp_exit(self, code: int) -> None:
+        for peer in self._statuses:
+            self._set_state(peer, PeerState.DOWN, error=f"exabgp exited with code {code}")
+        self._changed("exabgp-exited")
+
+    async def _learn_peer_states(self, generation: int) -> None:
+        """A respawned relay gets no ``up`` event for sessions already up (hazard 6): ask."""
+        try:
+            lines = await self.channel.command(codec.show_neighbors_command())
+            states = codec.parse_neighbors(lines)
+        except (SpeakerUnavailable, CommandRejected, ValueError) as exc:
+            logger.warning("could not read peer states", extra={"reason": str(exc)})
+            return
+        if self.channel.generation != generation:
+            return
+        for peer, state in states.items():
+            if peer in self._statuses:
+                self._set_state(peer, state)
+
+    # --- Speaker protocol --------------------------------------------------------------------
+
+    async def read_rib_out(self) -> Rib:
+        lines = await self.channel.command(codec.show_rib_out_command())
+        rib: Rib = {peer: {} for peer in self._peer_as}
+        for line in lines:
+            try:
+                peer, prefix, attributes = codec.parse_rib_line(line)
+            except ValueError as exc:
+                logger.warning("adj-rib-out line not understood", extra={"reason": str(exc)})
+                continue
+            rib.setdefault(peer, {})[prefix] = attributes
+        return rib
+
+    def _units(self, steps: Sequence[Step], rejected: list[tuple[Step, str]]) -> list[tuple[Step, str]]:
+        """(step of one family and at most batch_size prefixes, its command line)."""
+        units: list[tuple[Step, str]] = []
+        for step in steps:
+            peer_as = self._peer_as.get(step.peer)
+            if peer_as is None:
+                rejected.append((step, f"{step.peer} is not a configured neighbor"))
+                continue
+            for group in codec.by_family(step.prefixes):
+                part: Step = replace(step, prefixes=group)
+                for chunk in plan.split(part, size=self.batch_size):
+                    try:
+                        lines = codec.render_step(chunk, local_as=self._local_as, peer_as=peer_as)
+                    except ValueError as exc:
+                        rejected.append((chunk, str(exc)))
+                        logger.warning("step refused", extra={"peer": str(step.peer), "reason": str(exc)})
+                        continue
+                    units.extend((chunk, line) for line in lines)
+        return units
+
+    @property
+    def _local_as(self) -> int:
+        assert self._session is not None
+        return self._session.local_as
+
+    async def apply(self, plan: Plan) -> ApplyResult:
+        applied: list[Step] = []
+        rejected: list[tuple[Step, str]] = []
+        units = self._units(plan.steps, rejected)
+        failed: list[Step] = []
+        result = await self._send(units, applied, failed)
+        if not result.interrupted:
+            for step in failed:  # isolate: one bad prefix must not block the others
+                if len(step.prefixes) == 1:
+                    rejected.append((step, "ExaBGP answered error"))
+                    continue
+                singles = [replace(step, prefixes=(prefix,)) for prefix in step.prefixes]
+                retry_failed: list[Step] = []
+                result = await self._send(self._units(singles, rejected), applied, retry_failed)
+                rejected.extend((single, "ExaBGP answered error") for single in retry_failed)
+                if result.interrupted:
+                    break
+        for step, reason in rejected:
+            logger.warning(
+                "step rejected",
+                extra={
+                    "peer": str(step.peer),
+                    "prefix": str(step.prefixes[0]),
+                    "reason": reason,
+                    "op": "withdraw" if isinstance(step, Withdraw) else "announce",
+                },
+            )
+        return ApplyResult(applied=tuple(applied), rejected=tuple(rejected), interrupted=result.interrupted)
+
+    async def _send(
+        self, units: Sequence[tuple[Step, str]], applied: list[Step], failed: list[Step]
+    ) -> client.BatchResult:
+        if not units:
+            return client.BatchResult(acks=(), interrupted=False)
+        if not self.channel.connected:
+            return client.BatchResult(acks=(), interrupted=True)
+        result = await self.channel.send_many([line for _, line in units], window=self.window)
+        for (step, _), ok in zip(units, result.acks, strict=False):
+            (applied if ok else failed).append(step)
+        return result
+
+    async def withdraw_all_and_wait(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Withdraw everything (``clear adj-rib out``) and wait for ExaBGP's ``done``, then give it
+        a moment to put the withdrawals on the wire. True when acknowledged in time."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self.channel.command("clear adj-rib out")
+        except (TimeoutError, SpeakerUnavailable, CommandRejected) as exc:
+            logger.warning("withdraw-all not acknowledged", extra={"reason": repr(exc)})
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.sleep(min(0.5, max(0.0, deadline - asyncio.get_running_loop().time())))
+        return True

@@ -1,0 +1,262 @@
+"""Run ExaBGP as our child: private runtime dir, unprivileged user, restart with back-off.
+
+- the rendered config goes into a private runtime directory (0700; when we are root it is
+  handed to the unprivileged user, whose ExaBGP must read it);
+- ExaBGP never runs as root: when we are root the child drops to the configured user (its
+  supplementary groups, primary group, then uid) before exec, and only then asks the kernel
+  for SIGKILL when we die (PR_SET_PDEATHSIG; credential changes clear it), so ExaBGP never
+  outlives the daemon;
+- its stdout/stderr are forwarded line by line to our logger, secrets scrubbed;
+- when it exits it is started again after a jittered back-off; every start after the first
+  counts as a restart and calls ``on_restart``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import pwd
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bgp_speaker.aiokit import Backoff
+from bgp_speaker.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+_WARNING_WORDS = (
+    "error",
+    "critical",
+    "problem",
+    "lost",
+    "invalid",
+    "failed",
+    "could not",
+    "refus",
+    "too many",
+)
+_DEBUG_PREFIXES = ("welcome", "advice")
+#: A run shorter than this does not reset the restart back-off.
+STABLE_SECONDS = 30.0
+
+
+def default_command() -> tuple[str, ...]:
+    """The ``exabgp`` installed beside this Python."""
+    return (str(Path(sys.executable).with_name("exabgp")),)
+
+
+def exabgp_env(*, reactor_speed: float) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "exabgp_api_cli": "false",
+        "exabgp_log_destination": "stdout",
+        "exabgp_log_level": "INFO",
+        "exabgp_log_statistics": "false",
+        "exabgp_log_processes": "false",
+        "exabgp_tcp_bind": "",
+        "exabgp_api_ack": "true",
+        "exabgp_tcp_attempts": "0",
+        "exabgp_reactor_speed": f"{reactor_speed:g}",
+        "exabgp_daemon_drop": "false",
+    }
+
+
+def unprivileged_ids(user: str) -> tuple[int, int] | None:
+    """(uid, gid) to run ExaBGP as, or None when we are not root (it then runs as us)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError(f"exabgp.user: no such user {user!r}") from None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise ConfigError(f"exabgp.user: {user!r} has uid or gid 0; ExaBGP must not run as root")
+    return entry.pw_uid, entry.pw_gid
+
+
+def prepare_runtime_dir(path: Path, *, owner: tuple[int, int] | None) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    if owner is not None:
+        os.chown(path, *owner)
+
+
+def write_private(path: Path, text: str, *, owner: tuple[int, int] | None) -> None:
+    """Write ``text`` to ``path`` readable only by its owner (the ExaBGP user when root)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text)
+    if owner is not None:
+        os.chown(tmp, *owner)
+    os.replace(tmp, path)
+
+
+def _set_parent_death_signal(parent: int) -> None:
+    """Runs in the child after the credential change, before exec."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(126)
+    if os.getppid() != parent:  # we died before the prctl took effect
+        os._exit(126)
+
+
+def log_level_of(line: str) -> int:
+    lowered = line.lower()
+    if lowered.startswith(_DEBUG_PREFIXES):
+        return logging.DEBUG
+    if any(word in lowered for word in _WARNING_WORDS):
+        return logging.WARNING
+    return logging.INFO
+
+
+class ExabgpSupervisor:
+    def __init__(
+        self,
+        *,
+        config_path: Path,
+        command: Sequence[str] = (),
+        owner: tuple[int, int] | None = None,
+        reactor_speed: float = 1.0,
+        restart_backoff_max: float = 30.0,
+        secrets: Sequence[str] = (),
+        on_start: Callable[[int], None] | None = None,
+        on_restart: Callable[[int], None] | None = None,
+        on_exit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.command = tuple(command) or default_command()
+        self.owner = owner
+        self.reactor_speed = reactor_speed
+        self._backoff = Backoff(initial=0.5, maximum=restart_backoff_max)
+        self.secrets = tuple(s for s in secrets if s)
+        self._on_start = on_start
+        self._on_restart = on_restart
+        self._on_exit = on_exit
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self.restarts = 0
+        self.starts = 0
+        self.last_exit: int | None = None
+
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def _scrub(self, line: str) -> str:
+        for secret in self.secrets:
+            line = line.replace(secret, "REDACTED")
+        return line
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        parent = os.getpid()
+        kwargs: dict[str, object] = {}
+        if self.owner is not None:
+            kwargs = {"user": self.owner[0], "group": self.owner[1], "extra_groups": []}
+        argv = [*self.command, "server", str(self.config_path)]
+        # user/group/extra_groups are applied in the child before preexec_fn runs, so the
+        # parent-death signal is set after the credential change (which would clear it).
+        try:
+            return await self._exec(argv, parent, kwargs)
+        except OSError as exc:
+            who = f"uid {self.owner[0]}" if self.owner else "our user"
+            raise ConfigError(
+                f"cannot start ExaBGP ({argv[0]}) as {who}: {exc.strerror}; the interpreter and the "
+                "exabgp package must be readable and executable by that user (exabgp.command, exabgp.user)"
+            ) from exc
+
+    async def _exec(
+        self, argv: list[str], parent: int, kwargs: dict[str, object]
+    ) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=exabgp_env(reactor_speed=self.reactor_speed),
+            cwd=str(self.config_path.parent),
+            start_new_session=True,
+            preexec_fn=lambda: _set_parent_death_signal(parent),
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def _forward_output(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                raw = await proc.stdout.readline()
+            except ValueError:
+                continue
+            if not raw:
+                return
+            line = self._scrub(raw.decode("utf-8", "replace").rstrip())
+            if line:
+                logger.log(log_level_of(line), "exabgp: %s", line, extra={"pid": proc.pid})
+
+    async def run(self) -> None:
+        """Keep ExaBGP running until :meth:`stop`."""
+        while not self.stopping():
+            proc = await self._spawn()
+            self._proc = proc
+            self.starts += 1
+            started = asyncio.get_running_loop().time()
+            logger.info("exabgp started", extra={"pid": proc.pid, "starts": self.starts})
+            if self.starts > 1:
+                self.restarts += 1
+                if self._on_restart is not None:
+                    self._on_restart(self.restarts)
+            if self._on_start is not None:
+                self._on_start(proc.pid)
+            try:
+                await self._forward_output(proc)
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                await self._terminate(proc, grace=2.0)
+                raise
+            self.last_exit = code
+            if self._on_exit is not None:
+                self._on_exit(code)
+            if self.stopping():
+                break
+            if asyncio.get_running_loop().time() - started > STABLE_SECONDS:
+                self._backoff.reset()
+            delay = self._backoff.next_delay()
+            logger.warning("exabgp exited, restarting", extra={"code": code, "delay": round(delay, 2)})
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _terminate(self, proc: asyncio.subprocess.Process, *, grace: float) -> None:
+        if proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            logger.warning("exabgp ignored SIGTERM, killing it", extra={"pid": proc.pid})
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. No restart afterwards."""
+        self._stopping = True
+        self._wake.set()
+        if self._proc is not None:
+            await self._terminate(self._proc, grace=grace)
