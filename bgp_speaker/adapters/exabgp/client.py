@@ -282,8 +282,13 @@ class ApiChannel:
             while inflight:
                 acks.append(await self._wait(inflight.popleft()))
         except SpeakerUnavailable:
-            for pending in inflight:  # failed by _drop; mark their exceptions as seen
-                if pending.future.done() and not pending.future.cancelled():
-                    pending.future.exception()
+            collecting = True
+            for pending in inflight:  # acks that arrived before the loss still count, in order
+                if not pending.future.done() or pending.future.cancelled():
+                    collecting = False
+                elif pending.future.exception() is not None:
+                    collecting = False  # failed by _drop (exception now marked as retrieved)
+                elif collecting:
+                    acks.append(pending.future.result())
             return BatchResult(acks=tuple(acks), interrupted=True)
         return BatchResult(acks=tuple(acks), interrupted=False)
