@@ -123,7 +123,7 @@ def session() -> exabgp_config.SessionConfig:
 @pytest.fixture
 async def speaker(rundir: Path) -> AsyncIterator[ExabgpSpeaker]:
     sp = ExabgpSpeaker(session=session(), runtime_dir=rundir, batch_size=48, window=8, ack_timeout=5.0)
-    await sp.start()
+    await sp.start(check_commands=False)
     yield sp
     await sp.stop()
 

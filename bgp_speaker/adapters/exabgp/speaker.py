@@ -130,6 +130,7 @@ class ExabgpSpeaker:
         settings: Settings,
         *,
         router_id: IPAddress,
+        relay_python: str | None = None,
         on_change: Callable[[str], None] | None = None,
     ) -> ExabgpSpeaker:
         cfg = settings.exabgp
@@ -142,11 +143,14 @@ class ExabgpSpeaker:
             window=cfg.window,
             ack_timeout=cfg.ack_timeout,
             restart_backoff_max=cfg.restart_backoff_max,
+            relay_python=relay_python,
             on_change=on_change,
         )
         speaker.configure(
             session_config_from_settings(
-                settings, router_id=router_id, relay_command=default_relay_command(speaker.socket_path)
+                settings,
+                router_id=router_id,
+                relay_command=default_relay_command(speaker.socket_path, python=relay_python),
             )
         )
         return speaker
@@ -193,10 +197,21 @@ class ExabgpSpeaker:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Write the config and open the API socket; :meth:`run` then starts ExaBGP."""
+    async def start(self, *, check_commands: bool = True) -> None:
+        """Check that ExaBGP and the relay can run as the unprivileged user (ConfigError if not),
+        write the config and open the API socket; :meth:`run` then starts ExaBGP."""
         if self._session is None:
             raise RuntimeError("ExabgpSpeaker.start() before configure()")
+        if check_commands:
+            relay_python = self._session.relay_command[0]
+            await supervisor.check_runnable(
+                [relay_python, "-I", "-S", "-c", "import argparse, selectors, socket"],
+                owner=self._owner,
+                what="the ExaBGP relay's interpreter",
+            )
+            await supervisor.check_runnable(
+                [*self.supervisor.command, "version"], owner=self._owner, what="ExaBGP"
+            )
         supervisor.prepare_runtime_dir(self.runtime_dir, owner=self._owner)
         text = exabgp_config.render(self._session, redact_secrets=False)
         supervisor.write_private(self.config_path, text, owner=self._owner)

@@ -98,6 +98,35 @@ def write_private(path: Path, text: str, *, owner: tuple[int, int] | None) -> No
     os.replace(tmp, path)
 
 
+async def check_runnable(argv: Sequence[str], *, owner: tuple[int, int] | None, what: str) -> None:
+    """Run ``argv`` as the ExaBGP user; raise ConfigError with its output when that fails."""
+    kwargs: dict[str, object] = {}
+    if owner is not None:
+        kwargs = {"user": owner[0], "group": owner[1], "extra_groups": []}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            cwd="/",
+            **kwargs,  # type: ignore[arg-type]
+        )
+        output, _ = await asyncio.wait_for(proc.communicate(), 30)
+    except (OSError, TimeoutError) as exc:
+        output, code = str(exc).encode(), -1
+    else:
+        code = proc.returncode if proc.returncode is not None else -1
+    if code != 0:
+        who = f"uid {owner[0]}" if owner else "our user"
+        tail = output.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        raise ConfigError(
+            f"{what} cannot run as {who} ({argv[0]}: exit {code}: {tail[0]}); the interpreter and the "
+            "packages must be readable and executable by that user (exabgp.command, exabgp.user)"
+        )
+
+
 def _set_parent_death_signal(parent: int) -> None:
     """Runs in the child after the credential change, before exec."""
     libc = ctypes.CDLL(None, use_errno=True)
