@@ -29,7 +29,7 @@ import copy
 import json
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +73,17 @@ def _event_for(change: Change, match: Any) -> Obj | None:
 
 
 class ApiServer:
-    def __init__(self, *, bookmark_interval: float | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        bookmark_interval: float | None = None,
+        host: str = "127.0.0.1",
+        socket_factory: Callable[[str, int], socket.socket] | None = None,
+    ) -> None:
         self.store = Store()
         self.host = host
+        #: Makes the bound listening socket for (host, port), e.g. inside another network namespace.
+        self.socket_factory = socket_factory
         self.port = 0
         self.bookmark_interval = bookmark_interval
         self.requests: Counter[tuple[str, str]] = Counter()
@@ -106,9 +114,12 @@ class ApiServer:
 
     async def _listen(self, port: int) -> None:
         assert self._runner is not None
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, port))
+        if self.socket_factory is not None:
+            sock = self.socket_factory(self.host, port)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, port))
         self.port = sock.getsockname()[1]
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._runner.server, sock=sock)  # type: ignore[arg-type]

@@ -57,7 +57,9 @@ class SpeakerProcess:
         eips: Sequence[Mapping[str, Any]] = (),
         extra: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
+        source: Mapping[str, Any] | None = None,
     ) -> SpeakerProcess:
+        """``source``: the whole ``source`` section (e.g. ``kind: kubernetes``); default: the EIP file."""
         workdir = ns.lab.tmpdir(f"speaker-{ns.short}")
         config: dict[str, Any] = {
             "local_as": local_as,
@@ -69,6 +71,8 @@ class SpeakerProcess:
             "exabgp": {"runtime_dir": str(workdir / "run")},
             "logging": {"level": "DEBUG"},
         }
+        if source is not None:
+            config["source"] = dict(source)
         for key, value in (extra or {}).items():
             if isinstance(value, Mapping) and isinstance(config.get(key), dict):
                 config[key] = {**config[key], **value}
