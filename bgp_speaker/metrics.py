@@ -1,6 +1,8 @@
 """Prometheus metrics on an injected ``CollectorRegistry``.
 
-Every name starts with ``bgp_speaker_``; label names are the ``LABEL_*`` constants below.
+Every name starts with ``bgp_speaker_``; label names are the ``LABEL_*`` constants below. In
+kube-ovn-speaker compatible mode kube-ovn-speaker's three peer gauges are exported too
+(``upstream_names``), under their own names and labels.
 :class:`Metrics` is the only writer: the reconciler and the adapters call its small,
 keyword-only methods with domain values, never the metric objects themselves.
 
@@ -29,6 +31,26 @@ LABEL_REASON = "reason"
 LABEL_RESULT = "result"
 LABEL_VERSION = "version"
 
+#: kube-ovn-speaker's peer metrics (pkg/speaker/metrics.go): gauges labelled node, peer, peer_asn.
+UPSTREAM_PEER_UP = "kube_ovn_speaker_bgp_peer_up"
+UPSTREAM_PEER_STATE = "kube_ovn_speaker_bgp_peer_session_state"
+UPSTREAM_PEER_FLAPS = "kube_ovn_speaker_bgp_peer_flap_count"
+UPSTREAM_LABELS = ("node", "peer", "peer_asn")
+UPSTREAM_PEER_METRICS = {
+    UPSTREAM_PEER_UP: "Whether the BGP session with the peer is established (1) or not (0).",
+    UPSTREAM_PEER_STATE: "BGP session FSM state of the peer "
+    "(0=unspecified,1=idle,2=connect,3=active,4=opensent,5=openconfirm,6=established).",
+    UPSTREAM_PEER_FLAPS: "Number of times the BGP session with the peer has flapped.",
+}
+#: Our session states in upstream's (GoBGP's) numbering.
+UPSTREAM_STATE_CODES = {
+    PeerState.UNKNOWN: 0,
+    PeerState.IDLE: 1,
+    PeerState.DOWN: 1,
+    PeerState.CONNECTED: 4,
+    PeerState.ESTABLISHED: 6,
+}
+
 CommandResult = Literal["done", "error", "timeout"]
 #: "skipped" is a pass that attempted nothing (speaker or source not ready): not recorded.
 ReconcileResult = Literal["converged", "partial", "failed", "skipped"]
@@ -49,7 +71,12 @@ RECONCILE_BUCKETS: tuple[float, ...] = (
 class Metrics:
     """All of the speaker's metrics. Not thread-safe; call it from the event loop."""
 
-    def __init__(self, registry: CollectorRegistry, *, version: str) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, version: str, upstream_names: bool = False, node: str = ""
+    ) -> None:
+        """``upstream_names`` also exports kube-ovn-speaker's peer metrics (:data:`UPSTREAM_PEER_METRICS`)
+        for existing dashboards, labelled ``node`` (upstream: ``--node-name``), ``peer``, ``peer_asn``."""
+
         def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
             return Gauge(PREFIX + name, doc, labelnames=labels, registry=registry)
 
@@ -108,6 +135,23 @@ class Metrics:
         self._source_synced = gauge("source_synced", "1 when the candidate source completed a full load.")
         self._source_stale = gauge("source_stale_seconds", "Seconds since the source was last known current.")
         self._source_errors = counter("source_errors", "Errors reading the candidate source.")
+        self._config_valid = gauge(
+            "config_valid", "1 when the newest live configuration (ConfigMap) was valid and applied."
+        )
+        self._config_valid.set(1)
+        self._config_pending_restart = gauge(
+            "config_pending_restart", "Changed settings that only take effect at the next start."
+        )
+        self._upstream: dict[str, Gauge] = {}
+        if upstream_names:
+            self._upstream = {
+                name: Gauge(name, doc, labelnames=UPSTREAM_LABELS, registry=registry)
+                for name, doc in UPSTREAM_PEER_METRICS.items()
+            }
+        self._node = node
+        self._peer_asns: dict[str, str] = {}
+        self._upstream_labels: dict[str, tuple[str, str, str]] = {}
+        self._flap_totals: dict[str, int] = {}
 
         # Series that should exist at 0 from the start, so that rate() and alerts work.
         for command_result in COMMAND_RESULTS:
@@ -134,12 +178,39 @@ class Metrics:
             self._peer_state.labels(peer, state.value).set(1 if state is status.state else 0)
         seen = self._flaps_seen.get(peer)
         flaps = self._peer_flaps.labels(peer)
+        increase = 0
         if seen is not None and status.flaps > seen:
-            flaps.inc(status.flaps - seen)
+            increase = status.flaps - seen
         elif seen is None and status.flaps > 0:
-            flaps.inc(status.flaps)
+            increase = status.flaps
+        if increase:
+            flaps.inc(increase)
         # A lower count (the speaker restarted) becomes the new baseline.
         self._flaps_seen[peer] = status.flaps
+        self._flap_totals[peer] = self._flap_totals.get(peer, 0) + increase
+        if self._upstream:
+            self._set_upstream(peer, status)
+
+    def set_peer_asns(self, asns: Mapping[str, int]) -> None:
+        """The configured AS of each peer (the ``peer_asn`` label of the upstream metrics)."""
+        self._peer_asns = {peer: str(asn) for peer, asn in asns.items()}
+
+    def _set_upstream(self, peer: str, status: PeerStatus) -> None:
+        labels = (self._node, peer, self._peer_asns.get(peer, ""))
+        old = self._upstream_labels.get(peer)
+        if old is not None and old != labels:
+            self._forget_upstream(peer)
+        self._upstream_labels[peer] = labels
+        established = status.state is PeerState.ESTABLISHED
+        self._upstream[UPSTREAM_PEER_UP].labels(*labels).set(1 if established else 0)
+        self._upstream[UPSTREAM_PEER_STATE].labels(*labels).set(UPSTREAM_STATE_CODES[status.state])
+        self._upstream[UPSTREAM_PEER_FLAPS].labels(*labels).set(self._flap_totals.get(peer, 0))
+
+    def _forget_upstream(self, peer: str) -> None:
+        labels = self._upstream_labels.pop(peer, None)
+        if labels is not None:
+            for metric in self._upstream.values():
+                _remove(metric, *labels)
 
     def set_peers(self, statuses: Iterable[PeerStatus]) -> None:
         """Record every peer's state; series of peers not in ``statuses`` are removed."""
@@ -160,6 +231,8 @@ class Metrics:
         self._forget_route_peer(name)
         self._peers.discard(name)
         self._flaps_seen.pop(name, None)
+        self._flap_totals.pop(name, None)
+        self._forget_upstream(name)
 
     # -- routes and drift ----------------------------------------------------------------
 
@@ -246,6 +319,12 @@ class Metrics:
 
     def source_error(self) -> None:
         self._source_errors.inc()
+
+    # -- live configuration --------------------------------------------------------------
+
+    def set_config(self, *, valid: bool, pending_restart: int) -> None:
+        self._config_valid.set(1 if valid else 0)
+        self._config_pending_restart.set(pending_restart)
 
 
 def _count(rib: RibOut, family: Family) -> int:
