@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from bgp_speaker import settings as settings_mod
 from bgp_speaker.adapters.exabgp import client, relay
-from bgp_speaker.adapters.exabgp.speaker import ExabgpSpeaker
+from bgp_speaker.adapters.exabgp.speaker import ExabgpSpeaker, render_config
 from bgp_speaker.core import exabgp_config
 from bgp_speaker.core.model import Announce, IPNetwork, PeerState, Plan, RouteAttributes, Withdraw
-from bgp_speaker.errors import CommandRejected, SpeakerUnavailable
+from bgp_speaker.errors import CommandRejected, ConfigError, SpeakerUnavailable
 
 PEER = ip_address("192.0.2.1")
 NH = ip_address("10.99.0.11")
@@ -342,7 +343,7 @@ async def test_a_respawned_relay_learns_peer_states_without_events(speaker: Exab
 
 async def test_state_events_update_peer_statuses_and_pull_on_change(speaker: ExabgpSpeaker) -> None:
     changes: list[str] = []
-    speaker.on_change = changes.append
+    speaker.on_change = lambda: changes.append(speaker.last_change_reason)
     fake = await connect(speaker.socket_path)
     await until(lambda: "api-connected" in changes)
     await fake.send([STATE_UP % "up"])
@@ -446,3 +447,46 @@ async def test_relay_gives_up_without_a_daemon(rundir: Path) -> None:
     assert proc.returncode == 1
     assert b"cannot connect" in err
     assert os.path.exists(relay.__file__)
+
+
+async def test_settle_waits_for_everything_sent_before(speaker: ExabgpSpeaker) -> None:
+    fake = await connect(speaker.socket_path)
+    await until(lambda: speaker.available)
+    await speaker.apply(Plan(steps=(Withdraw(peer=PEER, prefixes=prefixes(3)),)))
+    await speaker.settle(linger=0)
+    assert fake.received[-1] == "show neighbor summary"
+    status = speaker.status()
+    assert status["api_connected"] is True
+    assert status["generation"] == 1
+    assert status["running"] is False
+    await fake.close()
+
+
+def test_speaker_from_settings(rundir: Path) -> None:
+    password = rundir / "pw"
+    password.write_text("s3cret\n")
+    cfg = settings_mod.from_mapping(
+        {
+            "local_as": 65001,
+            "peers": [
+                {"address": "192.0.2.1", "asn": 65000, "password_file": str(password), "incoming_ttl": 255},
+                {"address": "fd00:99::1", "asn": 65001, "families": ["ipv6"], "hold_time": 30},
+            ],
+            "pools": ["203.0.113.0/24"],
+            "source": {"kind": "file", "file": {"path": str(rundir / "eips.yaml")}},
+            "exabgp": {"runtime_dir": str(rundir / "run"), "batch_size": 20, "window": 3},
+        },
+        origin="test",
+    )
+    sp = ExabgpSpeaker(cfg, router_id=NH)
+    assert (sp.batch_size, sp.window) == (20, 3)
+    assert sp.socket_path == rundir / "run" / "api.sock"
+    assert set(sp.peer_statuses()) == {PEER, ip_address("fd00:99::1")}
+    shown = sp.rendered_config()
+    assert "s3cret" not in shown
+    assert "incoming-ttl 255;" in shown
+    assert f"--socket {rundir / 'run' / 'api.sock'};" in shown
+    assert "family { ipv6 unicast; }" in shown
+    assert render_config(cfg, router_id=NH, redact_secrets=False).count('md5-password "s3cret";') == 1
+    with pytest.raises(ConfigError):
+        ExabgpSpeaker(cfg)  # no router id anywhere

@@ -321,8 +321,12 @@ async def test_kill_9_of_exabgp_restarts_it_and_reapplying_restores(
     await until(lambda: len(gobgp.routes("ipv4")) == 20, gobgp)
     old_pid, old_generation = speaker.pid, speaker.generation
     assert old_pid is not None
+    restarted: list[int] = []
+    speaker.on_restart = lambda: restarted.append(speaker.restarts)
     os.kill(old_pid, signal.SIGKILL)
     await until(lambda: speaker.restarts == 1 and speaker.available and speaker.generation > old_generation)
+    assert restarted == [1]
+    assert speaker.running
     assert speaker.pid not in (None, old_pid)
     rib = await speaker.read_rib_out()
     assert rib[core] == {}

@@ -84,6 +84,7 @@ class ApiChannel:
         on_event: Callable[[codec.Event], None] | None = None,
         on_connect: Callable[[int], None] | None = None,
         on_disconnect: Callable[[int], None] | None = None,
+        on_hung: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
         self.ack_timeout = ack_timeout
@@ -91,6 +92,7 @@ class ApiChannel:
         self._on_event = on_event
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
+        self._on_hung = on_hung
         self._server: asyncio.Server | None = None
         self._conn: _Connection | None = None
         self._connected = asyncio.Event()
@@ -255,6 +257,8 @@ class ApiChannel:
                         "exabgp ack timeout", extra={"seconds": round(idle, 1), "op": pending.line[:80]}
                     )
                     self._drop(conn, reason=f"no ack for {idle:.1f} s")
+                    if self._on_hung is not None:
+                        self._on_hung()
 
     async def command(self, line: str) -> list[str]:
         """Send one queued-kind command; return the text it produced (``show`` output).

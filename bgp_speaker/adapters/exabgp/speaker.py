@@ -20,16 +20,16 @@ import logging
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bgp_speaker.adapters.exabgp import client, relay, supervisor
+from bgp_speaker.adapters.exabgp import client, peers, relay, supervisor
 from bgp_speaker.core import exabgp_codec as codec
-from bgp_speaker.core import exabgp_config, plan
+from bgp_speaker.core import exabgp_config
+from bgp_speaker.core import plan as planning
 from bgp_speaker.core.model import Family, IPAddress, PeerId, PeerState, PeerStatus, Plan, Step, Withdraw
-from bgp_speaker.errors import CommandRejected, SpeakerUnavailable
+from bgp_speaker.errors import CommandRejected, ConfigError, SpeakerUnavailable
 from bgp_speaker.ports import ApplyResult, Rib
 from bgp_speaker.settings import Settings
 
@@ -74,10 +74,20 @@ def session_config_from_settings(
     )
 
 
+def render_config(settings: Settings, *, router_id: IPAddress, redact_secrets: bool) -> str:
+    """The ExaBGP configuration the daemon would write (for ``render-exabgp``)."""
+    runtime_dir = settings.exabgp.runtime_dir or Path(tempfile.gettempdir()) / "bgp-speaker-RUNTIME"
+    relay_command = default_relay_command(runtime_dir / SOCKET_NAME)
+    session = session_config_from_settings(settings, router_id=router_id, relay_command=relay_command)
+    return exabgp_config.render(session, redact_secrets=redact_secrets)
+
+
 class ExabgpSpeaker:
     def __init__(
         self,
+        settings: Settings | None = None,
         *,
+        router_id: IPAddress | None = None,
         session: exabgp_config.SessionConfig | None = None,
         runtime_dir: Path | None = None,
         command: Sequence[str] = (),
@@ -88,30 +98,48 @@ class ExabgpSpeaker:
         ack_timeout: float = 30.0,
         restart_backoff_max: float = 30.0,
         relay_python: str | None = None,
-        on_change: Callable[[str], None] | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
-        """``session.relay_command`` may be empty: the default relay on our socket is filled in,
-        run by ``relay_python`` (default: this interpreter)."""
+        """Either ``settings`` (with ``router_id``, or ``settings.router_id``: the tuning knobs then
+        come from ``settings.exabgp``) or an explicit ``session``. ``session.relay_command`` may be
+        empty: the relay on our socket, run by ``relay_python`` (default: this interpreter), is
+        filled in. Raises ConfigError."""
+        if settings is not None:
+            cfg = settings.exabgp
+            runtime_dir, command, user = cfg.runtime_dir, cfg.command, cfg.user
+            reactor_speed, batch_size, window = cfg.reactor_speed, cfg.batch_size, cfg.window
+            ack_timeout, restart_backoff_max = cfg.ack_timeout, cfg.restart_backoff_max
+            router_id = router_id or settings.router_id
+            if router_id is None:
+                raise ConfigError("router_id: not set and not derived from the interconnect interface")
         self._relay_python = relay_python
         self._own_dir = runtime_dir is None
         self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="bgp-speaker-"))
         self.socket_path = self.runtime_dir / SOCKET_NAME
         self.config_path = self.runtime_dir / CONFIG_NAME
-        self._session = session
+        self._session: exabgp_config.SessionConfig | None = None
         self._owner = supervisor.unprivileged_ids(user)
         self.batch_size = batch_size
         self.window = window
+        self.reactor_speed = reactor_speed
+        #: Called (no arguments) when the reconciler should run: peer state change, API
+        #: (re)connection, ExaBGP exit or restart. :attr:`last_change_reason` says which.
         self.on_change = on_change
-        self._statuses: dict[PeerId, PeerStatus] = {}
+        #: Called (no arguments) each time ExaBGP had to be started again.
+        self.on_restart: Callable[[], None] | None = None
+        self.last_change_reason = ""
+        self._peers = peers.PeerTracker(on_change=lambda: self._changed("peer-state"))
         self._peer_as: dict[PeerId, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.channel = client.ApiChannel(
             self.socket_path,
             ack_timeout=ack_timeout,
             owner=self._owner,
-            on_event=self._on_event,
+            on_event=self._peers.on_event,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
+            # A silent ExaBGP may be stuck in a blocking write, deaf to SIGTERM (hazard 1).
+            on_hung=lambda: self.supervisor.kill("no ack within the timeout"),
         )
         self.supervisor = supervisor.ExabgpSupervisor(
             config_path=self.config_path,
@@ -120,40 +148,13 @@ class ExabgpSpeaker:
             reactor_speed=reactor_speed,
             restart_backoff_max=restart_backoff_max,
             on_exit=self._on_exabgp_exit,
+            on_restart=self._on_exabgp_restart,
         )
+        if settings is not None and router_id is not None:
+            relay_command = default_relay_command(self.socket_path, python=relay_python)
+            session = session_config_from_settings(settings, router_id=router_id, relay_command=relay_command)
         if session is not None:
             self.configure(session)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        router_id: IPAddress,
-        relay_python: str | None = None,
-        on_change: Callable[[str], None] | None = None,
-    ) -> ExabgpSpeaker:
-        cfg = settings.exabgp
-        speaker = cls(
-            runtime_dir=cfg.runtime_dir,
-            command=cfg.command,
-            user=cfg.user,
-            reactor_speed=cfg.reactor_speed,
-            batch_size=cfg.batch_size,
-            window=cfg.window,
-            ack_timeout=cfg.ack_timeout,
-            restart_backoff_max=cfg.restart_backoff_max,
-            relay_python=relay_python,
-            on_change=on_change,
-        )
-        speaker.configure(
-            session_config_from_settings(
-                settings,
-                router_id=router_id,
-                relay_command=default_relay_command(speaker.socket_path, python=relay_python),
-            )
-        )
-        return speaker
 
     def configure(self, session: exabgp_config.SessionConfig) -> None:
         if not session.relay_command:
@@ -162,8 +163,20 @@ class ExabgpSpeaker:
         exabgp_config.render(session, redact_secrets=False)  # raises ValueError early
         self._session = session
         self._peer_as = {n.address: n.peer_as for n in session.neighbors}
-        self._statuses = {n.address: PeerStatus(peer=n.address) for n in session.neighbors}
+        self._peers = peers.PeerTracker(self._peer_as, on_change=lambda: self._changed("peer-state"))
+        self.channel._on_event = self._peers.on_event
         self.supervisor.secrets = tuple(n.md5_password for n in session.neighbors if n.md5_password)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        router_id: IPAddress,
+        relay_python: str | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> ExabgpSpeaker:
+        return cls(settings, router_id=router_id, relay_python=relay_python, on_change=on_change)
 
     # --- status ------------------------------------------------------------------------------
 
@@ -180,6 +193,15 @@ class ExabgpSpeaker:
         return self.channel.connected
 
     @property
+    def running(self) -> bool:
+        return self.supervisor.running
+
+    @property
+    def restarting_since(self) -> float | None:
+        """Wall-clock start of the current series of ExaBGP (re)starts; None while it is up."""
+        return self.supervisor.restarting_since
+
+    @property
     def pid(self) -> int | None:
         return self.supervisor.pid
 
@@ -188,7 +210,21 @@ class ExabgpSpeaker:
         return self.supervisor.restarts
 
     def peer_statuses(self) -> Mapping[PeerId, PeerStatus]:
-        return dict(self._statuses)
+        return self._peers.statuses()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "last_exit": self.supervisor.last_exit,
+            "api_connected": self.api_connected,
+            "generation": self.generation,
+            "config": str(self.config_path),
+            "reactor_speed": self.reactor_speed,
+            "batch_size": self.batch_size,
+            "window": self.window,
+        }
 
     def rendered_config(self) -> str:
         """The ExaBGP configuration with passwords redacted, for status pages and logs."""
@@ -203,9 +239,8 @@ class ExabgpSpeaker:
         if self._session is None:
             raise RuntimeError("ExabgpSpeaker.start() before configure()")
         if check_commands:
-            relay_python = self._session.relay_command[0]
             await supervisor.check_runnable(
-                [relay_python, "-I", "-S", "-c", "import argparse, selectors, socket"],
+                [self._session.relay_command[0], "-I", "-S", "-c", "import argparse, selectors, socket"],
                 owner=self._owner,
                 what="the ExaBGP relay's interpreter",
             )
@@ -233,42 +268,10 @@ class ExabgpSpeaker:
     # --- events ------------------------------------------------------------------------------
 
     def _changed(self, reason: str) -> None:
+        self.last_change_reason = reason
+        logger.debug("speaker change", extra={"reason": reason})
         if self.on_change is not None:
-            self.on_change(reason)
-
-    def _set_state(self, peer: PeerId, state: PeerState, *, error: str | None = None) -> None:
-        old = self._statuses.get(peer, PeerStatus(peer=peer))
-        if old.state is state and error is None:
-            return
-        flaps = old.flaps + (
-            1 if old.state is PeerState.ESTABLISHED and state is not PeerState.ESTABLISHED else 0
-        )
-        self._statuses[peer] = PeerStatus(
-            peer=peer,
-            state=state,
-            since=time.time() if old.state is not state else old.since,
-            last_error=error if error is not None else old.last_error,
-            flaps=flaps,
-        )
-        if old.state is not state:
-            logger.info(
-                "bgp peer state", extra={"peer": str(peer), "state": state.value, "reason": error or ""}
-            )
-            self._changed("peer-state")
-
-    def _on_event(self, event: codec.Event) -> None:
-        if isinstance(event, codec.StateEvent):
-            state = codec.STATE_OF_EVENT.get(event.state, PeerState.UNKNOWN)
-            self._set_state(
-                event.peer, state, error=(event.reason or None) if state is PeerState.DOWN else None
-            )
-        elif isinstance(event, codec.NotificationEvent):
-            text = f"notification {event.direction} {event.code}/{event.subcode} {event.message}".strip()
-            logger.warning("bgp notification", extra={"peer": str(event.peer), "reason": text})
-            old = self._statuses.get(event.peer, PeerStatus(peer=event.peer))
-            self._statuses[event.peer] = replace(old, last_error=text)
-        elif isinstance(event, codec.ShutdownEvent):
-            logger.info("exabgp is shutting down")
+            self.on_change()
 
     def _on_connect(self, generation: int) -> None:
         task = asyncio.create_task(self._learn_peer_states(generation), name="exabgp-peer-states")
@@ -277,14 +280,17 @@ class ExabgpSpeaker:
         self._changed("api-connected")
 
     def _on_disconnect(self, generation: int) -> None:
-        for peer in self._statuses:
-            self._set_state(peer, PeerState.UNKNOWN)
+        self._peers.set_all(PeerState.UNKNOWN)
         self._changed("api-disconnected")
 
     def _on_exabgp_exit(self, code: int) -> None:
-        for peer in self._statuses:
-            self._set_state(peer, PeerState.DOWN, error=f"exabgp exited with code {code}")
+        self._peers.set_all(PeerState.DOWN, error=f"exabgp exited with code {code}")
         self._changed("exabgp-exited")
+
+    def _on_exabgp_restart(self, count: int) -> None:
+        if self.on_restart is not None:
+            self.on_restart()
+        self._changed("exabgp-restarted")
 
     async def _learn_peer_states(self, generation: int) -> None:
         """A respawned relay gets no ``up`` event for sessions already up (hazard 6): ask."""
@@ -294,11 +300,8 @@ class ExabgpSpeaker:
         except (SpeakerUnavailable, CommandRejected, ValueError) as exc:
             logger.warning("could not read peer states", extra={"reason": str(exc)})
             return
-        if self.channel.generation != generation:
-            return
-        for peer, state in states.items():
-            if peer in self._statuses:
-                self._set_state(peer, state)
+        if self.channel.generation == generation:
+            self._peers.learned(states)
 
     # --- Speaker protocol --------------------------------------------------------------------
 
@@ -324,7 +327,7 @@ class ExabgpSpeaker:
                 continue
             for group in codec.by_family(step.prefixes):
                 part: Step = replace(step, prefixes=group)
-                for chunk in plan.split(part, size=self.batch_size):
+                for chunk in planning.split(part, size=self.batch_size):
                     try:
                         lines = codec.render_step(chunk, local_as=self._local_as, peer_as=peer_as)
                     except ValueError as exc:
@@ -393,3 +396,10 @@ class ExabgpSpeaker:
         with contextlib.suppress(TimeoutError):
             await asyncio.sleep(min(0.5, max(0.0, deadline - asyncio.get_running_loop().time())))
         return True
+
+    async def settle(self, *, linger: float = 0.5) -> None:
+        """Wait until ExaBGP has worked through every command sent so far (a cheap queued command
+        answers only after them), then ``linger`` for the updates to leave on the wire (``done``
+        is not delivery). Raises SpeakerUnavailable."""
+        await self.channel.command("show neighbor summary")
+        await asyncio.sleep(linger)

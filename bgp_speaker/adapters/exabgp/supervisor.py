@@ -21,6 +21,7 @@ import os
 import pwd
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -174,6 +175,8 @@ class ExabgpSupervisor:
         self.restarts = 0
         self.starts = 0
         self.last_exit: int | None = None
+        self._series_start: float | None = time.time()  # not up yet: the first start is under way
+        self._started_wall = 0.0
 
     def stopping(self) -> bool:
         return self._stopping
@@ -186,6 +189,18 @@ class ExabgpSupervisor:
     @property
     def running(self) -> bool:
         return self.pid is not None
+
+    @property
+    def restarting_since(self) -> float | None:
+        """Wall-clock start of the current series of (re)starts: set when ExaBGP exits after a
+        stable run (or at creation), cleared once a run has lasted STABLE_SECONDS or on stop."""
+        if self._stopping:
+            return None
+        if self.running and time.time() - self._started_wall >= STABLE_SECONDS:
+            self._series_start = None
+        if self.running:
+            return None
+        return self._series_start if self._series_start is not None else time.time()
 
     def _scrub(self, line: str) -> str:
         for secret in self.secrets:
@@ -243,6 +258,7 @@ class ExabgpSupervisor:
             proc = await self._spawn()
             self._proc = proc
             self.starts += 1
+            self._started_wall = time.time()
             started = asyncio.get_running_loop().time()
             logger.info("exabgp started", extra={"pid": proc.pid, "starts": self.starts})
             if self.starts > 1:
@@ -258,11 +274,14 @@ class ExabgpSupervisor:
                 await self._terminate(proc, grace=2.0)
                 raise
             self.last_exit = code
+            stable = asyncio.get_running_loop().time() - started > STABLE_SECONDS
+            if stable or self._series_start is None:
+                self._series_start = time.time()
             if self._on_exit is not None:
                 self._on_exit(code)
             if self.stopping():
                 break
-            if asyncio.get_running_loop().time() - started > STABLE_SECONDS:
+            if stable:
                 self._backoff.reset()
             delay = self._backoff.next_delay()
             logger.warning("exabgp exited, restarting", extra={"code": code, "delay": round(delay, 2)})
@@ -282,6 +301,14 @@ class ExabgpSupervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+    def kill(self, reason: str) -> None:
+        """SIGKILL the running ExaBGP (it is then restarted by :meth:`run`)."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            logger.warning("killing exabgp", extra={"pid": proc.pid, "reason": reason})
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
     async def stop(self, *, grace: float = 5.0) -> None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. No restart afterwards."""
