@@ -253,6 +253,27 @@ class ExabgpSpeaker:
         await self.channel.start()
         logger.debug("exabgp config written", extra={"path": str(self.config_path)})
 
+    async def reconfigure(self, session: exabgp_config.SessionConfig) -> bool:
+        """Apply a new session configuration to the running ExaBGP: render and write it, then
+        reload (:meth:`ExabgpSupervisor.reload`, SIGUSR1), which resets only the neighbors whose
+        definition changed. Known peers keep their tracked state; the reconciler must re-read the
+        adj-rib-out afterwards (a re-created neighbor starts empty). Raises ConfigError when the
+        configuration cannot be rendered; returns whether ExaBGP confirmed the reload."""
+        if not session.relay_command:
+            assert self._session is not None
+            session = replace(session, relay_command=self._session.relay_command)
+        try:
+            text = exabgp_config.render(session, redact_secrets=False)
+        except ValueError as exc:
+            raise ConfigError(f"peers: ExaBGP cannot take this configuration: {exc}") from None
+        kept = self._peers.statuses()
+        self.configure(session)
+        for peer, status in kept.items():
+            if peer in self._peer_as:
+                self._peers._statuses[peer] = status
+        supervisor.write_private(self.config_path, text, owner=self._owner)
+        return await self.supervisor.reload()
+
     async def run(self) -> None:
         """Keep ExaBGP running (root task of the app's TaskGroup)."""
         await self.supervisor.run()

@@ -45,6 +45,9 @@ _WARNING_WORDS = (
 _DEBUG_PREFIXES = ("welcome", "advice")
 #: A run shorter than this does not reset the restart back-off.
 STABLE_SECONDS = 30.0
+#: What ExaBGP 5.0.15 logs at the end of a configuration reload (SIGUSR1), and when it refused one.
+RELOAD_DONE = "loaded new configuration successfully"
+RELOAD_FAILED = "could not load/reload configuration"
 
 
 def default_command() -> tuple[str, ...]:
@@ -175,6 +178,7 @@ class ExabgpSupervisor:
         self.restarts = 0
         self.starts = 0
         self.last_exit: int | None = None
+        self._reload_waiters: list[asyncio.Future[bool]] = []
         self._series_start: float | None = time.time()  # not up yet: the first start is under way
         self._started_wall = 0.0
 
@@ -251,6 +255,7 @@ class ExabgpSupervisor:
             line = self._scrub(raw.decode("utf-8", "replace").rstrip())
             if line:
                 logger.log(log_level_of(line), "exabgp: %s", line, extra={"pid": proc.pid})
+                self._reload_answer(line)
 
     async def run(self) -> None:
         """Keep ExaBGP running until :meth:`stop`."""
@@ -301,6 +306,40 @@ class ExabgpSupervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+    async def reload(self, *, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
+        """Make the running ExaBGP re-read its configuration file (SIGUSR1) and wait until it
+        logs the outcome. ExaBGP 5.0.15 then compares every neighbor with its previous definition
+        (``Neighbor.__eq__``: the description is not compared): an unchanged neighbor keeps its
+        session and its adj-rib-out; a changed one is torn down and re-established; one whose
+        identity changed (peer address, local address, local AS, peer AS, router id) is removed
+        and started anew with an empty adj-rib-out; the API process is not restarted.
+
+        False when ExaBGP is not running (it reads the file when it starts), refused the file,
+        or did not say within ``timeout``."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return False
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._reload_waiters.append(answer)
+        try:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGUSR1)
+            async with asyncio.timeout(timeout):
+                return await answer
+        except TimeoutError:
+            logger.warning("exabgp did not confirm the configuration reload", extra={"pid": proc.pid})
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self._reload_waiters.remove(answer)
+
+    def _reload_answer(self, line: str) -> None:
+        if not self._reload_waiters or (RELOAD_DONE not in line and RELOAD_FAILED not in line):
+            return
+        for waiter in self._reload_waiters:
+            if not waiter.done():
+                waiter.set_result(RELOAD_DONE in line)
 
     def kill(self, reason: str) -> None:
         """SIGKILL the running ExaBGP (it is then restarted by :meth:`run`)."""
