@@ -21,14 +21,14 @@ import signal
 import time
 from collections.abc import Coroutine
 from ipaddress import IPv4Address, ip_network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from bgp_speaker import __version__, statusdoc
+from bgp_speaker import __version__, livecfg, logs, statusdoc
 from bgp_speaker.adapters import netlink
-from bgp_speaker.adapters.dataplane import DataplaneWatcher
-from bgp_speaker.adapters.exabgp.speaker import ExabgpSpeaker
+from bgp_speaker.adapters.dataplane import DataplaneWatcher, has_net_admin
+from bgp_speaker.adapters.exabgp.speaker import ExabgpSpeaker, session_config_from_settings
 from bgp_speaker.adapters.filesource import FileSource
 from bgp_speaker.adapters.http import HttpServer
 from bgp_speaker.adapters.interconnect import InterconnectRouting
@@ -42,7 +42,11 @@ from bgp_speaker.metrics import Metrics
 from bgp_speaker.observers import Activity, EventSink
 from bgp_speaker.ports import CandidateSource
 from bgp_speaker.reconciler import Reconciler
-from bgp_speaker.settings import Settings
+from bgp_speaker.settings import Settings, from_mapping
+
+if TYPE_CHECKING:
+    from bgp_speaker.adapters.kube import EventRecorder, KubeSource
+    from bgp_speaker.adapters.kube.configwatch import ConfigWatch
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +56,45 @@ HOUSEKEEPING_SECONDS = 1.0
 ROUTER_ID_WAIT_SECONDS = 120.0
 
 
+def _not_next_hops(pools: tuple[str, ...]) -> tuple[Any, ...]:
+    """Pools whose addresses can never be the next hop. An open pool (0.0.0.0/0, ::/0: compat
+    mode's default) excludes nothing: EIPs on net1 are secondary addresses, skipped anyway."""
+    return tuple(n for n in (ip_network(p) for p in pools) if n.prefixlen > 0)
+
+
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        live: livecfg.LiveConfig | None = None,
+        config_watch: ConfigWatch | None = None,
+        upstream_metrics: bool = False,
+    ) -> None:
         self.settings = settings
+        self.live = live
+        self.config_watch = config_watch
         self.registry = CollectorRegistry()
-        self.metrics = Metrics(self.registry, version=__version__)
+        self.metrics = Metrics(
+            self.registry,
+            version=__version__,
+            upstream_names=upstream_metrics,
+            node=os.environ.get("KUBE_NODE_NAME", "").lower(),
+        )
+        self.metrics.set_peer_asns({str(p.address): p.asn for p in settings.peers})
+        if live is not None:
+            self.metrics.set_config(valid=live.state.valid, pending_restart=0)
         self.trigger = Trigger(coalesce=settings.reconcile.coalesce_seconds)
         self.pools = tuple(ip_network(p) for p in settings.pools)
         self.gateway: str | None = None
         self.events: EventSink | None = None
+        self._recorder: EventRecorder | None = None
+        self._kube_source: KubeSource | None = None
+        self._router_id: IPv4Address | None = None
+        self._config_dirty = asyncio.Event()
         self.next_hops = netlink.InterconnectWatcher(
             interface=settings.interconnect.interface,
-            pools=self.pools,
+            pools=_not_next_hops(settings.pools),
             override_ipv4=settings.interconnect.next_hop_ipv4,
             override_ipv6=settings.interconnect.next_hop_ipv6,
         )
@@ -92,8 +123,9 @@ class Daemon:
         config = source.kubernetes
         kube_source = kube.KubeSource.from_settings(config)
         self.gateway = kube_source.gateway
+        self._kube_source = kube_source
         if config.events:
-            self.events = kube.EventRecorder(
+            self.events = self._recorder = kube.EventRecorder(
                 client_config=kube.load_configuration(config.kubeconfig),
                 gateway=kube_source.gateway,
                 source=kube_source,
@@ -136,7 +168,7 @@ class Daemon:
             protect=[p.address for p in self.settings.peers if isinstance(p.address, IPv4Address)],
         )
 
-    async def _router_id(self) -> IPv4Address:
+    async def _router_id_now(self) -> IPv4Address:
         if self.settings.router_id is not None:
             return self.settings.router_id
         if self.settings.interconnect.next_hop_ipv4 is not None:
@@ -145,7 +177,7 @@ class Daemon:
         deadline = time.monotonic() + ROUTER_ID_WAIT_SECONDS
         warned = False
         while True:
-            address = await netlink.first_ipv4(interface, exclude=self.pools)
+            address = await netlink.first_ipv4(interface, exclude=_not_next_hops(self.settings.pools))
             if address is not None:
                 return address
             if time.monotonic() > deadline:
@@ -229,8 +261,76 @@ class Daemon:
             extra={
                 "dataplane": self.gate.status() if self.gate is not None else {"mode": "off"},
                 "interconnect": self.routing.status().as_dict() if self.routing is not None else None,
+                "config": self._config_status(),
+                "capabilities": self.capabilities(),
             },
         )
+
+    def _config_status(self) -> dict[str, Any] | None:
+        if self.live is None:
+            return None
+        watch = self.config_watch.status() if self.config_watch is not None else None
+        return {**self.live.status(), "watch": watch}
+
+    def capabilities(self) -> dict[str, Any]:
+        """What runs without NET_ADMIN (kube-ovn-speaker's sidecar has the default capabilities):
+        BGP, TCP-MD5, next-hop following and the endpoint do; the features listed in ``degraded``
+        do not, and report it in their own status instead of failing."""
+        net_admin = has_net_admin()
+        wanted = [
+            name
+            for name, on in (
+                ("dataplane", self.settings.dataplane.mode != "off"),
+                ("interconnect.manage_routes", self.settings.interconnect.manage_routes),
+            )
+            if on
+        ]
+        return {"net_admin": net_admin, "degraded": wanted if net_admin is False else []}
+
+    # --- live configuration (livecfg.Target) -----------------------------------------
+
+    def apply_routes(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pools = tuple(ip_network(p) for p in settings.pools)
+        self.next_hops.pools = _not_next_hops(settings.pools)
+        if self.reconciler is not None:
+            self.reconciler.policy = settings.routing_policy()
+        if self._kube_source is not None:
+            self._kube_source.reconfigure(settings.source.kubernetes)
+        self.metrics.set_peer_asns({str(p.address): p.asn for p in settings.peers})
+        logging.getLogger().setLevel(settings.logging.level)
+        self.trigger.pull("config")
+
+    async def apply_sessions(self, settings: Settings, changes: livecfg.Changes) -> None:
+        assert self.speaker is not None
+        router_id = settings.router_id or self._router_id
+        assert router_id is not None
+        session = session_config_from_settings(settings, router_id=router_id, relay_command=())
+        if not await self.speaker.reconfigure(session):
+            logger.warning("ExaBGP did not confirm the reload; it reads the new configuration when it starts")
+        if self.reconciler is not None:
+            self.reconciler.invalidate()  # a re-created neighbor starts with an empty adj-rib-out
+        self.trigger.pull("config:sessions")
+
+    def config_event(self, reason: str, type_: str, message: str) -> None:
+        if self._recorder is not None:
+            self._recorder.gateway_event(reason, type_, message)
+
+    def config_state(self, *, valid: bool, pending_restart: int) -> None:
+        self.metrics.set_config(valid=valid, pending_restart=pending_restart)
+
+    async def _follow_config(self) -> None:
+        assert self.live is not None
+        assert self.config_watch is not None
+        while True:
+            await self._config_dirty.wait()
+            self._config_dirty.clear()
+            try:
+                await self.live.update(
+                    self.config_watch.data(), version=self.config_watch.version, target=self
+                )
+            except Exception:  # a bug here must not stop announcing: keep the running config
+                logger.exception("applying the live configuration failed; keeping the running one")
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -254,7 +354,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
-        router_id = await self._router_id()
+        router_id = self._router_id = await self._router_id_now()
         self.routing = self._build_routing()
         self.gate = await self._build_dataplane()
         self.speaker = ExabgpSpeaker(
@@ -302,6 +402,20 @@ class Daemon:
                 inputs.append(group.create_task(self._root(self.routing.run(), name="interconnect")))
             if self.events is not None:
                 inputs.append(group.create_task(self._root(self.events.run(), name="events")))
+            if self.live is not None and self.config_watch is not None:
+                watch = self.config_watch.run(on_change=self._config_dirty.set)
+                inputs.append(group.create_task(self._root(watch, name="config-watch")))
+                inputs.append(group.create_task(self._root(self._follow_config(), name="config")))
+            if self.live is not None and self.live.state.error is not None:
+                self.config_event(
+                    "ConfigInvalid", "Warning", f"started without the ConfigMap: {self.live.state.error}"
+                )
+            degraded = self.capabilities()["degraded"]
+            if degraded:
+                logger.warning(
+                    "no NET_ADMIN capability: these features report their state but cannot act",
+                    extra={"features": ",".join(degraded)},
+                )
             speaker_task = group.create_task(self._root(self.speaker.run(), name="exabgp"))
             self.trigger.pull("start")
             await self._stop.wait()
@@ -346,8 +460,37 @@ class Daemon:
             logger.warning("graceful stop failed; stopping ExaBGP anyway", extra={"reason": str(exc)})
 
 
-async def run(settings: Settings) -> int:
-    daemon = Daemon(settings)
+async def run(settings: Settings, **kwargs: Any) -> int:
+    daemon = Daemon(settings, **kwargs)
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run()
     return 1
+
+
+async def run_live(
+    base: dict[str, Any], *, origin: str, environ: dict[str, str], upstream_metrics: bool = False
+) -> int:
+    """Run with the live configuration: ``base`` (the compat mapping or the config file) with the
+    ConfigMap's overlays merged over it, followed while running. Only with the Kubernetes source;
+    env ``BGP_SPEAKER_CONFIGMAP`` names the ConfigMap (default ``bgp-speaker``, empty: none).
+    Raises ConfigError when ``base`` itself is invalid."""
+    first = from_mapping(base, origin=origin, environ=environ)
+    name = environ.get("BGP_SPEAKER_CONFIGMAP", "bgp-speaker").strip()
+    if first.source.kind != "kubernetes" or not name:
+        return await run(first, upstream_metrics=upstream_metrics)
+    from bgp_speaker.adapters import kube
+    from bgp_speaker.adapters.kube import configwatch
+
+    kube_config = first.source.kubernetes
+    watch = configwatch.ConfigWatch(
+        client_config=kube.load_configuration(kube_config.kubeconfig, environ=environ),
+        namespace=configwatch.pod_namespace(environ),
+        configmap=name,
+    )
+    await asyncio.to_thread(watch.fetch)
+    live = livecfg.LiveConfig(
+        base=base, origin=origin, gateway=kube.gateway_name(kube_config, environ=environ), environ=environ
+    )
+    settings = live.initial(watch.data(), version=watch.version)
+    logs.setup(level=settings.logging.level, fmt=settings.logging.format)
+    return await run(settings, live=live, config_watch=watch, upstream_metrics=upstream_metrics)

@@ -78,6 +78,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         peer.read_password()  # fail fast, with the field named, before anything starts
     from bgp_speaker import app
 
+    if config.source.kind == "kubernetes":
+        # The ConfigMap's overlays go over the file as written (not over its defaults).
+        import yaml
+
+        raw = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+        return asyncio.run(app.run_live(raw, origin=str(args.config), environ=dict(os.environ)))
     return asyncio.run(app.run(config))
 
 
@@ -117,7 +123,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 problems.append(f"{refusal.origin}: {refusal.reason}")
             for candidate in sorted(outside, key=lambda c: desired.prefix_sort_key(ip_network(c.address))):
                 print(
-                    f"warning: {candidate.origin}: {candidate.address} is outside the allowed pools; it will be refused"
+                    f"warning: {candidate.origin}: {candidate.address} is outside the allowed pools; "
+                    "it will be refused"
                 )
     for line in summary:
         print(line)
@@ -182,7 +189,14 @@ def cmd_kube_ovn_compat(argv: Sequence[str]) -> int:
         log.info("kube-ovn-speaker compatible mode", extra={"policy": result.policy})
         from bgp_speaker import app
 
-        return asyncio.run(app.run(config))
+        return asyncio.run(
+            app.run_live(
+                result.settings_mapping,
+                origin=compat.ORIGIN,
+                environ=dict(os.environ),
+                upstream_metrics=True,
+            )
+        )
     finally:
         shutil.rmtree(runtime_dir, ignore_errors=True)
 

@@ -145,6 +145,11 @@ class EventRecorder:
                 f"BGP session with {peer} is {status.state.value}{detail}",
             )
 
+    def gateway_event(self, reason: str, type_: str, message: str) -> None:
+        """Any other Event on this gateway's VpcNatGateway (configuration applied or rejected,
+        session resets). ``message`` must hold no secret."""
+        self._enqueue(self._gateway_ref(), reason, type_, message)
+
     # --- internals ------------------------------------------------------------------------------
 
     @staticmethod

@@ -121,6 +121,18 @@ class KubeSource:
             **kwargs,
         )
 
+    def reconfigure(self, config: KubernetesSourceConfig) -> None:
+        """Apply new selection settings (policy, hold-down, annotation prefix) live: the next
+        snapshot selects with them. The connection settings are not re-read."""
+        self.config = config
+        self._options = kubeovn.Options(
+            gateway=self.gateway,
+            policy=config.policy,
+            annotation_prefix=config.annotation_prefix,
+            hold_down_seconds=config.hold_down_seconds,
+        )
+        self._cached = None
+
     # --- lookups for the event recorder ---------------------------------------------------------
 
     def lookup(self, plural: str, name: str) -> Mapping[str, Any] | None:
