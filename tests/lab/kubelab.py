@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ctypes
 import datetime
+import fcntl
 import functools
 import os
 import re
@@ -37,6 +39,7 @@ from tests.lab.netns import LabError, Netns
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
+F_SETPIPE_SZ = 1031
 Obj = dict[str, Any]
 
 
@@ -234,6 +237,8 @@ class RouteMonitor:
     def __init__(self, ns: Netns) -> None:
         self.ns = ns
         self.events: list[RouteEvent] = []
+        #: True once netlink dropped notifications (ENOBUFS): the record has gaps.
+        self.overflow = False
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -248,11 +253,14 @@ class RouteMonitor:
         self._proc = subprocess.Popen(
             ["ip", "-ts", "-n", self.ns.name, "monitor", "route"],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         self.ns.lab.track(self._proc)
+        assert self._proc.stdout is not None
+        with contextlib.suppress(OSError):  # room for bursts while the reader thread is busy
+            fcntl.fcntl(self._proc.stdout.fileno(), F_SETPIPE_SZ, 1 << 20)
         self._reader = threading.Thread(target=self._read, name=f"route-monitor-{self.ns.short}", daemon=True)
         self._reader.start()
         # Subscribed only once a change made now is seen: probe with a route no traffic uses.
@@ -273,6 +281,9 @@ class RouteMonitor:
         assert self._proc is not None
         assert self._proc.stdout is not None
         for raw in self._proc.stdout:
+            if b"No buffer space" in raw:
+                self.overflow = True
+                continue
             event = _parse(raw.decode(errors="replace"))
             if event is None:
                 continue
