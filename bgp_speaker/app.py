@@ -346,6 +346,8 @@ class Daemon:
             logger.exception("root task failed; stopping", extra={"task": name})
             self._failed = f"{name}: {exc}"
         else:
+            if self._stop.is_set():
+                return  # a part finishing during the stop we asked for is no failure
             logger.error("root task exited unexpectedly; stopping", extra={"task": name})
             self._failed = f"{name} exited"
         self._stop.set()

@@ -68,5 +68,12 @@ def setup(*, level: str = "INFO", fmt: str = "text", stream: TextIO | None = Non
     root.addHandler(handler)
     root.setLevel(level)
     # Libraries are chatty at INFO; keep them to warnings unless we debug.
-    for noisy in ("aiohttp.access", "kubernetes", "urllib3", "pyroute2", "asyncio"):
+    for noisy in ("aiohttp.access", "kubernetes", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
+    # pyroute2 logs every netlink message at DEBUG and resets its logger's level when imported;
+    # filter at the handler so only its warnings ever show.
+    handler.addFilter(_quiet_pyroute2)
+
+
+def _quiet_pyroute2(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith("pyroute2")
