@@ -28,6 +28,9 @@ venv: $(STAMP) ## create .venv with the package and the dev tools
 demo: sysdeps venv ## run the lab demo: BIRD core router, two NAT gateways, real packets (DEMO_SECONDS=N to stop by itself)
 	$(BIN)/python -m tests.lab.demo
 
+demo-kube: sysdeps venv ## the demo with EIPs and NAT rules as Kube-OVN objects in a local Kubernetes API server (DEMO_SECONDS=N)
+	$(BIN)/python -m tests.lab.demo_kube
+
 test: sysdeps venv ## run the whole test suite (unit, component, integration with real routers)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
