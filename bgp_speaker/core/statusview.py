@@ -254,6 +254,25 @@ def _last_reconcile(status: Mapping[str, Any], clock: _Clock) -> list[str]:
     return ["last reconcile: " + ", ".join(parts)]
 
 
+def _config(status: Mapping[str, Any]) -> list[str]:
+    """The live configuration and missing capabilities, when there is something to say."""
+    lines: list[str] = []
+    config = _map(status.get("config"))
+    if config:
+        overlays = ", ".join(_text(k) for k in config.get("overlays") or []) or "none"
+        state = "valid" if config.get("valid") else f"REJECTED: {_text(config.get('error'))}"
+        lines.append(
+            f"config: ConfigMap version {_text(config.get('version'))}, overlays {overlays}, {state}"
+        )
+        pending = config.get("pending_restart") or []
+        if pending:
+            lines.append("config: needs a restart to apply: " + ", ".join(_text(p) for p in pending))
+    degraded = _map(status.get("capabilities")).get("degraded") or []
+    if degraded:
+        lines.append("capabilities: no NET_ADMIN; not acting: " + ", ".join(_text(d) for d in degraded))
+    return lines
+
+
 def render(status: Mapping[str, Any], *, now: float | None = None) -> str:
     """The whole view, sections separated by blank lines, ending with a newline."""
     status = _map(status)
@@ -264,5 +283,7 @@ def render(status: Mapping[str, Any], *, now: float | None = None) -> str:
         _routes(status),
         _refused(status),
         _last_reconcile(status, clock),
+        _config(status),
     ]
+    sections = [section for section in sections if section]
     return "\n\n".join("\n".join(section) for section in sections) + "\n"
