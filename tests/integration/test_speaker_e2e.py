@@ -46,7 +46,7 @@ def wait_route(
     wait_for(
         lambda: route_via(topo, prefix, family=family) == via,
         timeout=timeout,
-        message=f"{prefix} via {via} in the core's kernel table (have {kernel_routes(topo.core, family=family)})",
+        message=f"{prefix} via {via} in the core's kernel table",
     )
 
 
