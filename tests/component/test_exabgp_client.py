@@ -490,3 +490,13 @@ def test_speaker_from_settings(rundir: Path) -> None:
     assert render_config(cfg, router_id=NH, redact_secrets=False).count('md5-password "s3cret";') == 1
     with pytest.raises(ConfigError):
         ExabgpSpeaker(cfg)  # no router id anywhere
+
+
+async def test_a_state_event_newer_than_the_neighbor_answer_wins(speaker: ExabgpSpeaker) -> None:
+    """Stream order: answer (session not up yet), `up` event, `done`: the answer must not win."""
+    idle = NEIGHBORS_UP.replace('"ESTABLISHED"', '"ACTIVE"')
+    fake = await connect(speaker.socket_path, lambda line: [idle, STATE_UP % "up", "done"])
+    await until(lambda: speaker.peer_statuses()[PEER].state is PeerState.ESTABLISHED)
+    assert await speaker.channel.command("show neighbor json") == [idle]
+    assert speaker.peer_statuses()[PEER].state is PeerState.ESTABLISHED
+    await fake.close()

@@ -24,7 +24,6 @@ from ipaddress import IPv4Address, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
-import exabgp
 import pytest
 
 from bgp_speaker.adapters.exabgp.speaker import ExabgpSpeaker
@@ -37,36 +36,6 @@ DEADLINE = 60.0
 LOCAL_AS, CORE_AS = 65001, 65000
 NH4, NH6 = ip_address("10.99.0.11"), ip_address("fd00:99::11")
 SPEAKER_ADDRESS = ip_address("127.0.0.1")
-
-
-def _runs_as_nobody(argv: list[str]) -> bool:
-    kwargs: dict[str, Any] = {}
-    if os.geteuid() == 0:
-        kwargs = {"user": "nobody", "group": "nogroup", "extra_groups": []}
-    try:
-        return (
-            subprocess.run(argv, capture_output=True, timeout=30, check=False, cwd="/", **kwargs).returncode
-            == 0
-        )
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def exabgp_runtime() -> tuple[tuple[str, ...], str | None]:
-    """(ExaBGP command, relay interpreter) that the unprivileged user can run.
-
-    A virtualenv whose base interpreter lives in a private home directory cannot be executed by
-    ``nobody``; the system python3 with this venv's (pure-Python) exabgp on PYTHONPATH can."""
-    own = str(Path(sys.executable).with_name("exabgp"))
-    if _runs_as_nobody([sys.executable, "-I", "-S", "-c", "import selectors"]):
-        return (own,), None
-    site = str(Path(exabgp.__file__).resolve().parents[1])
-    system = "/usr/bin/python3"
-    command = ("/usr/bin/env", f"PYTHONPATH={site}", system, "-m", "exabgp")
-    if _runs_as_nobody([*command, "version"]):
-        return command, system
-    pytest.fail("neither this interpreter nor /usr/bin/python3 can run ExaBGP as nobody", pytrace=False)
 
 
 def free_port(address: str) -> int:
@@ -173,10 +142,7 @@ def gobgp() -> Iterator[GoBgp]:
 
 
 @pytest.fixture
-async def speaker(
-    gobgp: GoBgp, exabgp_runtime: tuple[tuple[str, ...], str | None]
-) -> AsyncIterator[ExabgpSpeaker]:
-    command, relay_python = exabgp_runtime
+async def speaker(gobgp: GoBgp) -> AsyncIterator[ExabgpSpeaker]:
     # A second, iBGP neighbor that never comes up: ExaBGP stores its routes all the same.
     silent = ip_address(f"127.{gobgp.address.packed[1]}.{gobgp.address.packed[2]}.1")
     session = exabgp_config.SessionConfig(
@@ -192,8 +158,8 @@ async def speaker(
             ),
         ),
     )
-    sp = ExabgpSpeaker(session=session, command=command, relay_python=relay_python, restart_backoff_max=1.0)
-    await sp.start()
+    sp = ExabgpSpeaker(session=session, restart_backoff_max=1.0)
+    await sp.start()  # defaults: checked as the unprivileged user, with the system python3 as fallback
     runner = asyncio.create_task(sp.run())
     try:
         await until(lambda: sp.peer_statuses()[gobgp.address].state is PeerState.ESTABLISHED, gobgp)
@@ -379,10 +345,8 @@ from bgp_speaker.core import exabgp_config as c
 async def main():
     session = c.SessionConfig(router_id=ip_address("127.0.0.1"), local_as=65001, relay_command=(),
         neighbors=(c.NeighborConfig(address=ip_address(sys.argv[1]), peer_as=65000, port=int(sys.argv[2])),))
-    command = tuple(sys.argv[4].split("|"))
-    sp = ExabgpSpeaker(session=session, command=command, relay_python=sys.argv[3] or None,
-                       runtime_dir=Path(sys.argv[5]))
-    await sp.start(check_commands=False)
+    sp = ExabgpSpeaker(session=session, runtime_dir=Path(sys.argv[3]))
+    await sp.start()
     task = asyncio.create_task(sp.run())
     await sp.channel.wait_connected(60)
     print(sp.pid, flush=True)
@@ -392,9 +356,8 @@ asyncio.run(main())
 """
 
 
-async def test_exabgp_dies_with_the_daemon(exabgp_runtime: tuple[tuple[str, ...], str | None]) -> None:
+async def test_exabgp_dies_with_the_daemon() -> None:
     """PR_SET_PDEATHSIG is set after the privilege drop, so ExaBGP never outlives a SIGKILLed daemon."""
-    command, relay_python = exabgp_runtime
     port = free_port("127.0.0.1")
     rundir = Path(tempfile.mkdtemp(prefix="bgs-child-"))
     exabgp_pid = 0
@@ -404,8 +367,6 @@ async def test_exabgp_dies_with_the_daemon(exabgp_runtime: tuple[tuple[str, ...]
         CHILD,
         "127.0.0.3",
         str(port),
-        relay_python or "",
-        "|".join(command),
         str(rundir),
         stdout=asyncio.subprocess.PIPE,
         cwd=str(Path(__file__).resolve().parents[2]),

@@ -22,6 +22,9 @@ class PeerTracker:
     def __init__(self, peers: Iterable[PeerId] = (), *, on_change: Callable[[], None] | None = None) -> None:
         self._statuses: dict[PeerId, PeerStatus] = {peer: PeerStatus(peer=peer) for peer in peers}
         self.on_change = on_change
+        #: Count of state events seen; ``_touched[peer]`` is the count at that peer's last one.
+        self.state_events = 0
+        self._touched: dict[PeerId, int] = {}
 
     def statuses(self) -> dict[PeerId, PeerStatus]:
         return dict(self._statuses)
@@ -49,14 +52,20 @@ class PeerTracker:
         for peer in list(self._statuses):
             self.set_state(peer, state, error=error)
 
-    def learned(self, states: Mapping[PeerId, PeerState]) -> None:
-        """States read with ``show neighbor json``; neighbors we do not know are ignored."""
+    def learned(self, states: Mapping[PeerId, PeerState], *, since: int) -> None:
+        """States read with ``show neighbor json``, asked when :attr:`state_events` was ``since``.
+
+        A state event that arrived meanwhile may be newer than the answer (the answer is applied
+        only once its ``done`` arrives): such peers keep the event's state. Unknown peers are
+        ignored."""
         for peer, state in states.items():
-            if peer in self._statuses:
+            if peer in self._statuses and self._touched.get(peer, -1) < since:
                 self.set_state(peer, state)
 
     def on_event(self, event: codec.Event) -> None:
         if isinstance(event, codec.StateEvent):
+            self._touched[event.peer] = self.state_events
+            self.state_events += 1
             state = codec.STATE_OF_EVENT.get(event.state, PeerState.UNKNOWN)
             error = (event.reason or None) if state is PeerState.DOWN else None
             self.set_state(event.peer, state, error=error)

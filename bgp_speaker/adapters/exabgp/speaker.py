@@ -18,13 +18,12 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bgp_speaker.adapters.exabgp import client, peers, relay, supervisor
+from bgp_speaker.adapters.exabgp import client, peers, runtime, supervisor
 from bgp_speaker.core import exabgp_codec as codec
 from bgp_speaker.core import exabgp_config
 from bgp_speaker.core import plan as planning
@@ -37,14 +36,6 @@ logger = logging.getLogger(__name__)
 
 SOCKET_NAME = "api.sock"
 CONFIG_NAME = "exabgp.conf"
-
-
-def default_relay_command(socket_path: Path, *, python: str | None = None) -> tuple[str, ...]:
-    """Run the relay file directly: stdlib only, so ``-I -S`` keeps its start fast and it needs
-    no installed package. ExaBGP runs it as the unprivileged user, so ``python`` (default: this
-    interpreter) must be executable by that user."""
-    interpreter = python or sys.executable
-    return (interpreter, "-I", "-S", str(Path(relay.__file__).resolve()), "--socket", str(socket_path))
 
 
 def session_config_from_settings(
@@ -77,7 +68,7 @@ def session_config_from_settings(
 def render_config(settings: Settings, *, router_id: IPAddress, redact_secrets: bool) -> str:
     """The ExaBGP configuration the daemon would write (for ``render-exabgp``)."""
     runtime_dir = settings.exabgp.runtime_dir or Path(tempfile.gettempdir()) / "bgp-speaker-RUNTIME"
-    relay_command = default_relay_command(runtime_dir / SOCKET_NAME)
+    relay_command = runtime.default_relay_command(runtime_dir / SOCKET_NAME)
     session = session_config_from_settings(settings, router_id=router_id, relay_command=relay_command)
     return exabgp_config.render(session, redact_secrets=redact_secrets)
 
@@ -118,7 +109,7 @@ class ExabgpSpeaker:
         self.socket_path = self.runtime_dir / SOCKET_NAME
         self.config_path = self.runtime_dir / CONFIG_NAME
         self._session: exabgp_config.SessionConfig | None = None
-        self._owner = supervisor.unprivileged_ids(user)
+        self._owner = runtime.unprivileged_ids(user)
         self.batch_size = batch_size
         self.window = window
         self.reactor_speed = reactor_speed
@@ -151,14 +142,14 @@ class ExabgpSpeaker:
             on_restart=self._on_exabgp_restart,
         )
         if settings is not None and router_id is not None:
-            relay_command = default_relay_command(self.socket_path, python=relay_python)
+            relay_command = runtime.default_relay_command(self.socket_path, python=relay_python)
             session = session_config_from_settings(settings, router_id=router_id, relay_command=relay_command)
         if session is not None:
             self.configure(session)
 
     def configure(self, session: exabgp_config.SessionConfig) -> None:
         if not session.relay_command:
-            relay_command = default_relay_command(self.socket_path, python=self._relay_python)
+            relay_command = runtime.default_relay_command(self.socket_path, python=self._relay_python)
             session = replace(session, relay_command=relay_command)
         exabgp_config.render(session, redact_secrets=False)  # raises ValueError early
         self._session = session
@@ -166,17 +157,6 @@ class ExabgpSpeaker:
         self._peers = peers.PeerTracker(self._peer_as, on_change=lambda: self._changed("peer-state"))
         self.channel._on_event = self._peers.on_event
         self.supervisor.secrets = tuple(n.md5_password for n in session.neighbors if n.md5_password)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        router_id: IPAddress,
-        relay_python: str | None = None,
-        on_change: Callable[[], None] | None = None,
-    ) -> ExabgpSpeaker:
-        return cls(settings, router_id=router_id, relay_python=relay_python, on_change=on_change)
 
     # --- status ------------------------------------------------------------------------------
 
@@ -234,22 +214,25 @@ class ExabgpSpeaker:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, *, check_commands: bool = True) -> None:
-        """Check that ExaBGP and the relay can run as the unprivileged user (ConfigError if not),
-        write the config and open the API socket; :meth:`run` then starts ExaBGP."""
+        """Check that ExaBGP and the relay can run as the unprivileged user (falling back to a
+        system python3 for defaults it cannot execute; ConfigError if nothing runs), write the
+        config and open the API socket; :meth:`run` then starts ExaBGP."""
         if self._session is None:
             raise RuntimeError("ExabgpSpeaker.start() before configure()")
         if check_commands:
-            await supervisor.check_runnable(
-                [self._session.relay_command[0], "-I", "-S", "-c", "import argparse, selectors, socket"],
+            command, relay_python = await runtime.resolve_commands(
+                exabgp_command=self.supervisor.command,
+                exabgp_explicit=self.supervisor.command_explicit,
+                relay_python=self._session.relay_command[0],
+                relay_explicit=self._relay_python is not None,
                 owner=self._owner,
-                what="the ExaBGP relay's interpreter",
             )
-            await supervisor.check_runnable(
-                [*self.supervisor.command, "version"], owner=self._owner, what="ExaBGP"
-            )
-        supervisor.prepare_runtime_dir(self.runtime_dir, owner=self._owner)
+            self.supervisor.command = command
+            relay_command = (relay_python, *self._session.relay_command[1:])
+            self._session = replace(self._session, relay_command=relay_command)
+        runtime.prepare_runtime_dir(self.runtime_dir, owner=self._owner)
         text = exabgp_config.render(self._session, redact_secrets=False)
-        supervisor.write_private(self.config_path, text, owner=self._owner)
+        runtime.write_private(self.config_path, text, owner=self._owner)
         await self.channel.start()
         logger.debug("exabgp config written", extra={"path": str(self.config_path)})
 
@@ -271,7 +254,7 @@ class ExabgpSpeaker:
         for peer, status in kept.items():
             if peer in self._peer_as:
                 self._peers._statuses[peer] = status
-        supervisor.write_private(self.config_path, text, owner=self._owner)
+        runtime.write_private(self.config_path, text, owner=self._owner)
         return await self.supervisor.reload()
 
     async def run(self) -> None:
@@ -315,6 +298,7 @@ class ExabgpSpeaker:
 
     async def _learn_peer_states(self, generation: int) -> None:
         """A respawned relay gets no ``up`` event for sessions already up (hazard 6): ask."""
+        since = self._peers.state_events
         try:
             lines = await self.channel.command(codec.show_neighbors_command())
             states = codec.parse_neighbors(lines)
@@ -322,7 +306,7 @@ class ExabgpSpeaker:
             logger.warning("could not read peer states", extra={"reason": str(exc)})
             return
         if self.channel.generation == generation:
-            self._peers.learned(states)
+            self._peers.learned(states, since=since)
 
     # --- Speaker protocol --------------------------------------------------------------------
 

@@ -18,13 +18,12 @@ import contextlib
 import ctypes
 import logging
 import os
-import pwd
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bgp_speaker.adapters.exabgp import runtime
 from bgp_speaker.aiokit import Backoff
 from bgp_speaker.errors import ConfigError
 
@@ -50,11 +49,6 @@ RELOAD_DONE = "loaded new configuration successfully"
 RELOAD_FAILED = "could not load/reload configuration"
 
 
-def default_command() -> tuple[str, ...]:
-    """The ``exabgp`` installed beside this Python."""
-    return (str(Path(sys.executable).with_name("exabgp")),)
-
-
 def exabgp_env(*, reactor_speed: float) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -69,66 +63,6 @@ def exabgp_env(*, reactor_speed: float) -> dict[str, str]:
         "exabgp_reactor_speed": f"{reactor_speed:g}",
         "exabgp_daemon_drop": "false",
     }
-
-
-def unprivileged_ids(user: str) -> tuple[int, int] | None:
-    """(uid, gid) to run ExaBGP as, or None when we are not root (it then runs as us)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise ConfigError(f"exabgp.user: no such user {user!r}") from None
-    if entry.pw_uid == 0 or entry.pw_gid == 0:
-        raise ConfigError(f"exabgp.user: {user!r} has uid or gid 0; ExaBGP must not run as root")
-    return entry.pw_uid, entry.pw_gid
-
-
-def prepare_runtime_dir(path: Path, *, owner: tuple[int, int] | None) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    if owner is not None:
-        os.chown(path, *owner)
-
-
-def write_private(path: Path, text: str, *, owner: tuple[int, int] | None) -> None:
-    """Write ``text`` to ``path`` readable only by its owner (the ExaBGP user when root)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(text)
-    if owner is not None:
-        os.chown(tmp, *owner)
-    os.replace(tmp, path)
-
-
-async def check_runnable(argv: Sequence[str], *, owner: tuple[int, int] | None, what: str) -> None:
-    """Run ``argv`` as the ExaBGP user; raise ConfigError with its output when that fails."""
-    kwargs: dict[str, object] = {}
-    if owner is not None:
-        kwargs = {"user": owner[0], "group": owner[1], "extra_groups": []}
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            cwd="/",
-            **kwargs,  # type: ignore[arg-type]
-        )
-        output, _ = await asyncio.wait_for(proc.communicate(), 30)
-    except (OSError, TimeoutError) as exc:
-        output, code = str(exc).encode(), -1
-    else:
-        code = proc.returncode if proc.returncode is not None else -1
-    if code != 0:
-        who = f"uid {owner[0]}" if owner else "our user"
-        tail = output.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        raise ConfigError(
-            f"{what} cannot run as {who} ({argv[0]}: exit {code}: {tail[0]}); the interpreter and the "
-            "packages must be readable and executable by that user (exabgp.command, exabgp.user)"
-        )
 
 
 def _set_parent_death_signal(parent: int) -> None:
@@ -164,7 +98,8 @@ class ExabgpSupervisor:
         on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self.config_path = config_path
-        self.command = tuple(command) or default_command()
+        self.command = tuple(command) or runtime.default_command()
+        self.command_explicit = bool(command)
         self.owner = owner
         self.reactor_speed = reactor_speed
         self._backoff = Backoff(initial=0.5, maximum=restart_backoff_max)
