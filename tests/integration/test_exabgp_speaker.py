@@ -361,18 +361,19 @@ async def test_exabgp_dies_with_the_daemon() -> None:
     port = free_port("127.0.0.1")
     rundir = Path(tempfile.mkdtemp(prefix="bgs-child-"))
     exabgp_pid = 0
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        CHILD,
-        "127.0.0.3",
-        str(port),
-        str(rundir),
-        stdout=asyncio.subprocess.PIPE,
-        cwd=str(Path(__file__).resolve().parents[2]),
-    )
-    assert proc.stdout is not None
+    proc: asyncio.subprocess.Process | None = None
     try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            CHILD,
+            "127.0.0.3",
+            str(port),
+            str(rundir),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
+        assert proc.stdout is not None
         async with asyncio.timeout(DEADLINE):
             exabgp_pid = int(await proc.stdout.readline())
         assert alive(exabgp_pid)
@@ -381,7 +382,7 @@ async def test_exabgp_dies_with_the_daemon() -> None:
         await proc.wait()
         await until(lambda: not alive(exabgp_pid))
     finally:
-        if proc.returncode is None:
+        if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
         if exabgp_pid and alive(exabgp_pid):
