@@ -77,20 +77,31 @@ def compute(
     refusals: list[Refusal] = []
     accepted: dict[IPNetwork, tuple[RouteAttributes, str]] = {}
     origins: dict[IPAddress, str] = {}
+    # Hot loop (runs over every candidate on every pass): pools as (version, mask, network)
+    # integers, and one merged attribute set per distinct (next hop, overrides).
+    pools = [(p.version, int(p.netmask), int(p.network_address)) for p in policy.pools]
+    merged: dict[tuple[IPAddress, AttributeOverrides], RouteAttributes] = {}
 
     for candidate in candidates:
         address = candidate.address
-        text = str(address)
         if address in origins:
             refusals.append(
-                Refusal(address=text, origin=candidate.origin, reason=f"duplicate of {origins[address]}")
+                Refusal(
+                    address=str(address),
+                    origin=candidate.origin,
+                    reason=f"duplicate of {origins[address]}",
+                )
             )
             continue
         origins[address] = candidate.origin
-        if not any(address in pool for pool in policy.pools if pool.version == address.version):
+        version, value = address.version, int(address)
+        for pool_version, mask, net in pools:
+            if pool_version == version and value & mask == net:
+                break
+        else:
             refusals.append(
                 Refusal(
-                    address=text,
+                    address=str(address),
                     origin=candidate.origin,
                     reason=f"outside the allowed pools ({_pool_text(policy.pools)})",
                 )
@@ -101,7 +112,7 @@ def compute(
         if next_hop is None:
             refusals.append(
                 Refusal(
-                    address=text,
+                    address=str(address),
                     origin=candidate.origin,
                     reason=f"no {family.value} next hop: the interconnect interface has no "
                     f"{family.value} address and no next-hop override is configured",
@@ -110,12 +121,22 @@ def compute(
             continue
         if not any(family in p.families for p in policy.peers):
             refusals.append(
-                Refusal(address=text, origin=candidate.origin, reason=f"no peer carries {family.value}")
+                Refusal(
+                    address=str(address), origin=candidate.origin, reason=f"no peer carries {family.value}"
+                )
             )
             continue
-        attributes = merge_attributes(
-            next_hop=next_hop, defaults=policy.defaults, overrides=candidate.overrides
-        )
+        key = (next_hop, candidate.overrides)
+        try:
+            attributes = merged[key]
+        except KeyError:
+            attributes = merged[key] = merge_attributes(
+                next_hop=next_hop, defaults=policy.defaults, overrides=candidate.overrides
+            )
+        except TypeError:  # overrides holding a list: correct, only not shareable
+            attributes = merge_attributes(
+                next_hop=next_hop, defaults=policy.defaults, overrides=candidate.overrides
+            )
         accepted[host_prefix(address)] = (attributes, candidate.origin)
 
     routes: dict[PeerId, RibOut] = {}
