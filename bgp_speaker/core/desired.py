@@ -20,6 +20,7 @@ from bgp_speaker.core.model import (
     PeerId,
     Refusal,
     RibOut,
+    canonical_communities,
     RouteAttributes,
     RoutingPolicy,
     family_of,
@@ -45,8 +46,8 @@ def merge_attributes(
     prepend = pick("as_path_prepend")
     return RouteAttributes(
         next_hop=next_hop,
-        communities=tuple(communities) if isinstance(communities, tuple) else (),
-        large_communities=tuple(large) if isinstance(large, tuple) else (),
+        communities=canonical_communities(communities) if isinstance(communities, tuple) else (),
+        large_communities=canonical_communities(large) if isinstance(large, tuple) else (),
         med=overrides.med if overrides.med is not None else defaults.med,
         local_preference=(
             overrides.local_preference

@@ -49,6 +49,21 @@ def host_prefix(address: IPAddress) -> IPNetwork:
     return ip_network(address)
 
 
+def _community_sort_key(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(":"))
+    except ValueError:
+        return (1 << 40,)  # malformed text sorts last; validation rejects it earlier
+
+
+def canonical_communities(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Communities are a set: unique, numerically sorted, numbers unpadded (as routers store them)."""
+    unique = {
+        ":".join(str(int(p)) for p in v.split(":")) if v.replace(":", "").isdigit() else v for v in values
+    }
+    return tuple(sorted(unique, key=_community_sort_key))
+
+
 @dataclass(frozen=True, slots=True)
 class RouteAttributes:
     """What a prefix is announced with. Equality is what drift detection compares."""
@@ -66,7 +81,7 @@ class RouteAttributes:
             return self
         return RouteAttributes(
             next_hop=self.next_hop,
-            communities=(*self.communities, community),
+            communities=canonical_communities((*self.communities, community)),
             large_communities=self.large_communities,
             med=self.med,
             local_preference=self.local_preference,

@@ -131,3 +131,11 @@ def test_graceful_shutdown_adds_the_community_once():
     again = desired.with_graceful_shutdown(drained, community=GRACEFUL_SHUTDOWN)
     assert drained[CORE][ip_network("203.0.113.10/32")].communities == ("65000:1", "65535:0")
     assert again == drained
+
+
+def test_communities_are_a_canonical_set_so_the_speakers_answer_compares_equal():
+    pol = policy(defaults=AttributeOverrides(communities=("65000:20", "65000:3", "065000:3")))
+    state = desired.compute(candidates=[cand("203.0.113.10")], policy=pol, next_hops=NextHops(ipv4=NH4))
+    attrs = state.routes[CORE][ip_network("203.0.113.10/32")]
+    assert attrs.communities == ("65000:3", "65000:20")
+    assert attrs.with_community(GRACEFUL_SHUTDOWN).communities == ("65000:3", "65000:20", "65535:0")
