@@ -20,9 +20,9 @@ from bgp_speaker.core.model import (
     PeerId,
     Refusal,
     RibOut,
-    canonical_communities,
     RouteAttributes,
     RoutingPolicy,
+    canonical_communities,
     family_of,
     host_prefix,
 )
