@@ -41,6 +41,8 @@ class NeighborConfig:
     passive: bool = False
     families: tuple[Family, ...] = (Family.IPV4, Family.IPV6)
     description: str = ""
+    #: RFC 4724 restart time to advertise; ``None`` disables graceful restart.
+    graceful_restart_time: int | None = None
 
     def __repr__(self) -> str:  # never show the password, even in a traceback
         secret = "set" if self.md5_password else "unset"
@@ -126,7 +128,9 @@ def _neighbor(config: SessionConfig, neighbor: NeighborConfig, *, index: int, re
         "    adj-rib-in false;",
         "    manual-eor false;",
         f"    family {{ {families} }}",
-        "    capability { route-refresh enable; graceful-restart disable; }",
+        "    capability { route-refresh enable; graceful-restart "
+        + (str(neighbor.graceful_restart_time) if neighbor.graceful_restart_time else "disable")
+        + "; }",
         # api block names are global in ExaBGP: one per neighbor.
         f"    api {PROCESS_NAME}-{index} {{",
         f"        processes [ {PROCESS_NAME} ];",

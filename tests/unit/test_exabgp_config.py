@@ -194,3 +194,24 @@ ONE = BASE.neighbors[0]
 def test_values_exabgp_would_misread_are_refused(config: SessionConfig, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         exabgp_config.render(config, redact_secrets=False)
+
+
+def test_graceful_restart_time_is_advertised_only_when_set(tmp_path):
+    def text(gr):
+        neighbor = exabgp_config.NeighborConfig(
+            address=ip_address("10.99.0.1"), peer_as=65000, graceful_restart_time=gr
+        )
+        session = exabgp_config.SessionConfig(
+            router_id=ip_address("10.99.0.11"),
+            local_as=65001,
+            neighbors=(neighbor,),
+            relay_command=("relay",),
+        )
+        return exabgp_config.render(session, redact_secrets=True)
+
+    assert "graceful-restart disable;" in text(None)
+    assert "graceful-restart 120;" in text(120)
+    path = tmp_path / "gr.conf"
+    path.write_text(text(120))
+    result = subprocess.run([str(EXABGP), "validate", "-n", "-r", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

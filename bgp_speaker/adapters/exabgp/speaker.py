@@ -59,6 +59,7 @@ def session_config_from_settings(
                 passive=peer.passive,
                 families=tuple(Family(f) for f in peer.families),
                 description=peer.description,
+                graceful_restart_time=peer.graceful_restart_time,
             )
             for peer in settings.peers
         ),
