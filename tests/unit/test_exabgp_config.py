@@ -205,7 +205,7 @@ def test_graceful_restart_time_is_advertised_only_when_set(tmp_path):
             router_id=ip_address("10.99.0.11"),
             local_as=65001,
             neighbors=(neighbor,),
-            relay_command=("relay",),
+            relay_command=("/bin/true",),
         )
         return exabgp_config.render(session, redact_secrets=True)
 
