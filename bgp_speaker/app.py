@@ -25,18 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from bgp_speaker import __version__, livecfg, logs, statusdoc
+from bgp_speaker import __version__, assembly, livecfg, logs, statusdoc
 from bgp_speaker.adapters import netlink
-from bgp_speaker.adapters.dataplane import DataplaneWatcher, has_net_admin
 from bgp_speaker.adapters.exabgp.speaker import ExabgpSpeaker, session_config_from_settings
-from bgp_speaker.adapters.filesource import FileSource
 from bgp_speaker.adapters.http import HttpServer
 from bgp_speaker.adapters.interconnect import InterconnectRouting
 from bgp_speaker.aiokit import Trigger
 from bgp_speaker.core import desired as desired_mod
 from bgp_speaker.core import health
 from bgp_speaker.core.model import GRACEFUL_SHUTDOWN, PeerState
-from bgp_speaker.errors import BgpSpeakerError, ConfigError
+from bgp_speaker.errors import BgpSpeakerError
 from bgp_speaker.gatekeeper import DataplaneGate
 from bgp_speaker.metrics import Metrics
 from bgp_speaker.observers import Activity, EventSink
@@ -45,21 +43,11 @@ from bgp_speaker.reconciler import Reconciler
 from bgp_speaker.settings import Settings, from_mapping
 
 if TYPE_CHECKING:
-    from bgp_speaker.adapters.kube import EventRecorder, KubeSource
     from bgp_speaker.adapters.kube.configwatch import ConfigWatch
 
 logger = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 1.0
-
-
-ROUTER_ID_WAIT_SECONDS = 120.0
-
-
-def _not_next_hops(pools: tuple[str, ...]) -> tuple[Any, ...]:
-    """Pools whose addresses can never be the next hop. An open pool (0.0.0.0/0, ::/0: compat
-    mode's default) excludes nothing: EIPs on net1 are secondary addresses, skipped anyway."""
-    return tuple(n for n in (ip_network(p) for p in pools) if n.prefixlen > 0)
 
 
 class Daemon:
@@ -86,19 +74,20 @@ class Daemon:
             self.metrics.set_config(valid=live.state.valid, pending_restart=0)
         self.trigger = Trigger(coalesce=settings.reconcile.coalesce_seconds)
         self.pools = tuple(ip_network(p) for p in settings.pools)
-        self.gateway: str | None = None
-        self.events: EventSink | None = None
-        self._recorder: EventRecorder | None = None
-        self._kube_source: KubeSource | None = None
+        built = assembly.build_source(settings)
+        self.source: CandidateSource = built.source
+        self.gateway = built.gateway
+        self._kube_source = built.kube_source
+        self._recorder = built.recorder
+        self.events: EventSink | None = built.recorder
         self._router_id: IPv4Address | None = None
         self._config_dirty = asyncio.Event()
         self.next_hops = netlink.InterconnectWatcher(
             interface=settings.interconnect.interface,
-            pools=_not_next_hops(settings.pools),
+            pools=assembly.not_next_hops(settings.pools),
             override_ipv4=settings.interconnect.next_hop_ipv4,
             override_ipv6=settings.interconnect.next_hop_ipv6,
         )
-        self.source: CandidateSource = self._build_source()
         self.activity = Activity(metrics=self.metrics, events=self.events)
         self.speaker: ExabgpSpeaker | None = None
         self.reconciler: Reconciler | None = None
@@ -109,89 +98,6 @@ class Daemon:
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._failed: str | None = None
-
-    # --- construction ----------------------------------------------------------------
-
-    def _build_source(self) -> CandidateSource:
-        source = self.settings.source
-        if source.kind == "file":
-            assert source.file is not None
-            return FileSource(path=source.file.path)
-        # Imported here: the Kubernetes client is heavy and only this source needs it.
-        from bgp_speaker.adapters import kube
-
-        config = source.kubernetes
-        kube_source = kube.KubeSource.from_settings(config)
-        self.gateway = kube_source.gateway
-        self._kube_source = kube_source
-        if config.events:
-            self.events = self._recorder = kube.EventRecorder(
-                client_config=kube.load_configuration(config.kubeconfig),
-                gateway=kube_source.gateway,
-                source=kube_source,
-                events_per_minute=config.events_per_minute,
-            )
-        return kube_source
-
-    async def _build_dataplane(self) -> DataplaneGate | None:
-        config = self.settings.dataplane
-        if config.mode == "off":
-            return None
-        watcher = DataplaneWatcher(poll_seconds=config.poll_seconds)
-        # Read once before the first pass: `require` must not announce before it saw the tables.
-        await watcher.read()
-        return DataplaneGate(
-            watcher=watcher, mode=config.mode, hold_down=config.hold_down_seconds, trigger=self.trigger
-        )
-
-    def _build_routing(self) -> InterconnectRouting | None:
-        config = self.settings.interconnect
-        if not config.manage_routes:
-            return None
-        gateway = config.gateway_ipv4
-        if gateway is None and os.environ.get("GATEWAY_V4"):
-            try:
-                gateway = IPv4Address(os.environ["GATEWAY_V4"])
-            except ValueError:
-                raise ConfigError(
-                    f"interconnect.gateway_ipv4: not set, and env GATEWAY_V4={os.environ['GATEWAY_V4']!r} "
-                    "is not an IPv4 address"
-                ) from None
-        if gateway is None:
-            raise ConfigError(
-                "interconnect.gateway_ipv4: required with interconnect.manage_routes (or env GATEWAY_V4)"
-            )
-        return InterconnectRouting(
-            interface=config.interface,
-            gateway=gateway,
-            pools=self.settings.pools,
-            protect=[p.address for p in self.settings.peers if isinstance(p.address, IPv4Address)],
-        )
-
-    async def _router_id_now(self) -> IPv4Address:
-        if self.settings.router_id is not None:
-            return self.settings.router_id
-        if self.settings.interconnect.next_hop_ipv4 is not None:
-            return self.settings.interconnect.next_hop_ipv4
-        interface = self.settings.interconnect.interface
-        deadline = time.monotonic() + ROUTER_ID_WAIT_SECONDS
-        warned = False
-        while True:
-            address = await netlink.first_ipv4(interface, exclude=_not_next_hops(self.settings.pools))
-            if address is not None:
-                return address
-            if time.monotonic() > deadline:
-                raise ConfigError(
-                    f"router_id: not set, and interface {interface} has no IPv4 address to derive it "
-                    f"from after {ROUTER_ID_WAIT_SECONDS:.0f}s; set router_id in the config"
-                )
-            if not warned:
-                logger.warning(
-                    "waiting for an IPv4 address on the interconnect interface to use as router-id",
-                    extra={"interface": interface},
-                )
-                warned = True
-            await asyncio.sleep(1.0)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -273,26 +179,14 @@ class Daemon:
         return {**self.live.status(), "watch": watch}
 
     def capabilities(self) -> dict[str, Any]:
-        """What runs without NET_ADMIN (kube-ovn-speaker's sidecar has the default capabilities):
-        BGP, TCP-MD5, next-hop following and the endpoint do; the features listed in ``degraded``
-        do not, and report it in their own status instead of failing."""
-        net_admin = has_net_admin()
-        wanted = [
-            name
-            for name, on in (
-                ("dataplane", self.settings.dataplane.mode != "off"),
-                ("interconnect.manage_routes", self.settings.interconnect.manage_routes),
-            )
-            if on
-        ]
-        return {"net_admin": net_admin, "degraded": wanted if net_admin is False else []}
+        return assembly.capabilities(self.settings)
 
     # --- live configuration (livecfg.Target) -----------------------------------------
 
     def apply_routes(self, settings: Settings) -> None:
         self.settings = settings
         self.pools = tuple(ip_network(p) for p in settings.pools)
-        self.next_hops.pools = _not_next_hops(settings.pools)
+        self.next_hops.pools = assembly.not_next_hops(settings.pools)
         if self.reconciler is not None:
             self.reconciler.policy = settings.routing_policy()
         if self._kube_source is not None:
@@ -356,9 +250,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
-        router_id = self._router_id = await self._router_id_now()
-        self.routing = self._build_routing()
-        self.gate = await self._build_dataplane()
+        router_id = self._router_id = await assembly.router_id(self.settings)
+        self.routing = assembly.build_routing(self.settings, environ=os.environ)
+        self.gate = await assembly.build_dataplane(self.settings, trigger=self.trigger)
         self.speaker = ExabgpSpeaker(
             settings=self.settings, router_id=router_id, on_change=lambda: self.trigger.pull("speaker")
         )
