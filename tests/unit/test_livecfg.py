@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from bgp_speaker import livecfg
+from bgp_speaker import config_changes
+from bgp_speaker.config_changes import Changes, Overlays, classify, merge, parse_configmap
 from bgp_speaker.errors import ConfigError
-from bgp_speaker.livecfg import Changes, LiveConfig, Overlays, classify, merge, parse_configmap
+from bgp_speaker.livecfg import LiveConfig
 from bgp_speaker.settings import Settings, from_mapping
 
 GW = "gw1"
@@ -94,7 +95,7 @@ def test_empty_and_missing_configmap_give_no_overlay() -> None:
 def test_an_invalid_value_is_reported_with_field_and_value() -> None:
     overlays = parse_configmap({"defaults.yaml": "announce: {med: -1}\n"}, gateway=GW)
     with pytest.raises(ConfigError) as error:
-        livecfg.build(base(), overlays, origin="args", environ={})
+        config_changes.build(base(), overlays, origin="args", environ={})
     assert "announce.med" in str(error.value)
     assert "-1" in str(error.value)
     assert "ConfigMap defaults.yaml" in str(error.value)
@@ -157,7 +158,7 @@ def test_session_changes_reset_only_that_peer(field: str, value: object) -> None
     }
     changes = classify(settings(base()), settings(new))
     peer = "fd00:99::1" if field != "local_address" else "10.99.0.1"
-    assert changes.peers == (livecfg.PeerChange(peer=peer, change="reset", fields=(field,)),)
+    assert changes.peers == (config_changes.PeerChange(peer=peer, change="reset", fields=(field,)),)
     assert changes.sessions
     assert not changes.restart
 
@@ -173,8 +174,8 @@ def test_added_and_removed_peers() -> None:
     new["peers"] = [new["peers"][0], {"address": "10.99.0.2", "asn": 65000}]
     changes = classify(settings(base()), settings(new))
     assert set(changes.peers) == {
-        livecfg.PeerChange(peer="fd00:99::1", change="removed"),
-        livecfg.PeerChange(peer="10.99.0.2", change="added"),
+        config_changes.PeerChange(peer="fd00:99::1", change="removed"),
+        config_changes.PeerChange(peer="10.99.0.2", change="added"),
     }
 
 
@@ -184,11 +185,13 @@ def test_a_new_password_behind_the_same_file_resets_that_peer(tmp_path: Path) ->
     mapping = base()
     mapping["peers"][0]["password_file"] = str(secret)
     old = settings(mapping)
-    before = livecfg.password_digests(old)
+    before = config_changes.password_digests(old)
     secret.write_text("new-password\n")
-    after = livecfg.password_digests(old)
+    after = config_changes.password_digests(old)
     changes = classify(old, settings(mapping), old_passwords=before, new_passwords=after)
-    assert changes.peers == (livecfg.PeerChange(peer="10.99.0.1", change="reset", fields=("password",)),)
+    assert changes.peers == (
+        config_changes.PeerChange(peer="10.99.0.1", change="reset", fields=("password",)),
+    )
     assert "password" not in repr(before)
     assert "new-password" not in repr(changes.as_dict())
 
@@ -209,7 +212,7 @@ def test_restart_fields_are_reported_and_kept(overlay: dict[str, Any], path: str
     changes = classify(old, new)
     assert changes.restart == (path,)
     assert changes.route == ("announce.med",)
-    applied = livecfg.keep_restart_fields(old, new, changes.restart)
+    applied = config_changes.keep_restart_fields(old, new, changes.restart)
     assert applied.announce.med == 5, "what can be applied is"
     assert _get(applied, path) == _get(old, path), "what needs a restart keeps its running value"
     assert classify(old, applied).restart == ()
@@ -226,10 +229,14 @@ def test_every_settings_field_is_classified() -> None:
     """A new setting must be sorted consciously: unknown paths default to restart, which is safe,
     but the tables must not name fields that do not exist."""
     top = set(Settings.model_fields)
-    named = {rule.split(".")[0] for rule in (*livecfg.ROUTE_FIELDS, *livecfg.LIVE_FIELDS)}
+    named = {rule.split(".")[0] for rule in (*config_changes.ROUTE_FIELDS, *config_changes.LIVE_FIELDS)}
     assert named <= top
-    assert set(livecfg.GLOBAL_SESSION_FIELDS) <= top
-    peer_fields = set(livecfg.PEER_SESSION_FIELDS + livecfg.PEER_ROUTE_FIELDS + livecfg.PEER_LIVE_FIELDS)
+    assert set(config_changes.GLOBAL_SESSION_FIELDS) <= top
+    peer_fields = set(
+        config_changes.PEER_SESSION_FIELDS
+        + config_changes.PEER_ROUTE_FIELDS
+        + config_changes.PEER_LIVE_FIELDS
+    )
     assert peer_fields == set(Settings.model_fields["peers"].annotation.__args__[0].model_fields) - {
         "address"
     }  # type: ignore[union-attr]
