@@ -85,7 +85,7 @@ def render() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from the settings model (`bgp_speaker/settings.py`); do not edit by hand.",
+        "Generated from the settings model (`bgp_speaker/settings/`); do not edit by hand.",
         "A commented example is in `config/bgp-speaker.example.yaml`. Validate a file with",
         "`bgp-speaker check --config FILE`: every error names the field and the value.",
         "",
