@@ -137,7 +137,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render_exabgp(args: argparse.Namespace) -> int:
-    from bgp_speaker.adapters.exabgp.speaker import render_config
+    from bgp_speaker.adapters.exabgp.session_config import render_config
 
     config = _load(args.config)
     router_id = config.router_id or args.router_id or config.interconnect.next_hop_ipv4

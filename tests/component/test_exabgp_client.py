@@ -21,7 +21,8 @@ import pytest
 
 from bgp_speaker import settings as settings_mod
 from bgp_speaker.adapters.exabgp import client, relay
-from bgp_speaker.adapters.exabgp.speaker import ExabgpSpeaker, render_config
+from bgp_speaker.adapters.exabgp.session_config import render_config
+from bgp_speaker.adapters.exabgp.speaker import ExabgpSpeaker
 from bgp_speaker.core import exabgp_config
 from bgp_speaker.core.model import Announce, IPNetwork, PeerState, Plan, RouteAttributes, Withdraw
 from bgp_speaker.errors import CommandRejected, ConfigError, SpeakerUnavailable
