@@ -99,6 +99,13 @@ class Daemon:
         self._stop = asyncio.Event()
         self._failed: str | None = None
 
+    def _speaker_changed(self) -> None:
+        """ExaBGP (re)connected, or a session changed state: reconcile, and tell metrics and
+        Events now rather than at the next housekeeping tick."""
+        self.trigger.pull("speaker")
+        if self.speaker is not None:
+            self.activity.on_peers(self.speaker.peer_statuses())
+
     async def _housekeeping(self) -> None:
         while True:
             self.heartbeat = time.time()
@@ -254,7 +261,7 @@ class Daemon:
         self.routing = assembly.build_routing(self.settings, environ=os.environ)
         self.gate = await assembly.build_dataplane(self.settings, trigger=self.trigger)
         self.speaker = ExabgpSpeaker(
-            settings=self.settings, router_id=router_id, on_change=lambda: self.trigger.pull("speaker")
+            settings=self.settings, router_id=router_id, on_change=self._speaker_changed
         )
         self.speaker.on_restart = self.metrics.exabgp_restarted
         self.reconciler = Reconciler(

@@ -156,6 +156,7 @@ def test_announces_annotated_eips_without_net_admin(env: Env) -> None:
     assert doc["config"]["valid"] is True
     assert doc["config"]["overlays"] == ["defaults.yaml"]
 
+    env.speaker.wait_status(lambda d: all(p["state"] == "established" for p in d["peers"]))
     metrics = env.metrics()
     for address in (env.topo.core_v4, env.topo.core_v6):
         labels = f'node="node-1",peer="{address}",peer_asn="{env.topo.core_as}"'
