@@ -19,8 +19,9 @@ Rules, in the order they are checked for every IptablesEIP:
 4. **Uniqueness.** An address held by two IptablesEIP objects (of any gateway) is refused
    on every EIP of ours that holds it, naming the other one.
 5. **Our annotations** (``<prefix>communities``, ``large-communities``, ``med``,
-   ``local-preference``, ``as-path-prepend``) become :class:`AttributeOverrides`; an invalid
-   value or an unknown key under the prefix refuses the EIP, naming key and value.
+   ``local-preference``, ``as-path-prepend``) become :class:`AttributeOverrides`
+   (:mod:`bgp_speaker.core.kubeovn_annotations`); an invalid value or an unknown key under
+   the prefix refuses the EIP, naming key and value.
 6. **Policy.** ``annotated``: ``ovn.kubernetes.io/bgp`` must be exactly ``"true"``. Then
    ``status.ready`` must be true. ``bound`` (the default) also needs at least one
    FIP/SNAT/DNAT rule whose ``spec.eip`` names the EIP and whose ``status.ready`` is true.
@@ -47,7 +48,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Literal
 
-from bgp_speaker.core.model import AttributeOverrides, Candidate, IPAddress, Refusal
+from bgp_speaker.core.kubeovn_annotations import parse_overrides
+from bgp_speaker.core.model import Candidate, IPAddress, Refusal
 
 Policy = Literal["bound", "ready", "annotated"]
 RuleKind = Literal["dnat", "fip", "snat"]
@@ -57,9 +59,6 @@ ANNOTATION_BGP = "ovn.kubernetes.io/bgp"
 #: The order Kube-OVN uses in ``status.nat``.
 RULE_KINDS: tuple[RuleKind, ...] = ("dnat", "fip", "snat")
 ORIGIN_PREFIX = "iptables-eip/"
-ATTRIBUTE_KEYS = ("communities", "large-communities", "med", "local-preference", "as-path-prepend")
-MAX_PREPEND = 16
-_U32 = 0xFFFFFFFF
 
 Obj = Mapping[str, Any]
 
@@ -145,70 +144,6 @@ def _mapping(value: object) -> Mapping[str, object]:
 
 def name_of(obj: object) -> str:
     return _text(_dig(obj, "metadata", "name"))
-
-
-# --- annotation values --------------------------------------------------------------------------
-
-
-def _community(text: str, *, parts: int, limit: int, label: str) -> str:
-    pieces = text.split(":")
-    if len(pieces) != parts or not all(p.isdigit() and int(p) <= limit for p in pieces):
-        shape = "ASN:VALUE" if parts == 2 else "GLOBAL:LOCAL1:LOCAL2"
-        raise ValueError(f"{text!r} is not a {label} ({shape}, each part 0-{limit})")
-    return ":".join(str(int(p)) for p in pieces)
-
-
-def _integer(text: str, *, low: int, high: int) -> int:
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ValueError(f"not an integer {low}-{high}")
-    return int(text)
-
-
-def parse_overrides(annotations: Mapping[str, object], *, prefix: str) -> AttributeOverrides:
-    """Our per-EIP attribute annotations. Raises ValueError naming the key and the value."""
-    found: dict[str, object] = {}
-    for key, raw in sorted(annotations.items()):
-        if not key.startswith(prefix):
-            continue
-        short = key[len(prefix) :]
-        value = raw.strip() if isinstance(raw, str) else ""
-        try:
-            if short not in ATTRIBUTE_KEYS:
-                raise ValueError(f"unknown key (known: {', '.join(ATTRIBUTE_KEYS)})")
-            if short in ("communities", "large-communities"):
-                large = short == "large-communities"
-                items = [item.strip() for item in value.split(",") if item.strip()]
-                found[short] = tuple(
-                    _community(
-                        item,
-                        parts=3 if large else 2,
-                        limit=_U32 if large else 0xFFFF,
-                        label="large community" if large else "standard community",
-                    )
-                    for item in items
-                )
-            elif short == "as-path-prepend":
-                found[short] = _integer(value, low=0, high=MAX_PREPEND)
-            else:
-                found[short] = _integer(value, low=0, high=_U32)
-        except ValueError as exc:
-            raise ValueError(f"invalid annotation {key}={raw!r}: {exc}") from None
-
-    def ints(name: str) -> int | None:
-        value = found.get(name)
-        return value if isinstance(value, int) else None
-
-    def strs(name: str) -> tuple[str, ...] | None:
-        value = found.get(name)
-        return tuple(str(v) for v in value) if isinstance(value, tuple) else None
-
-    return AttributeOverrides(
-        communities=strs("communities"),
-        large_communities=strs("large-communities"),
-        med=ints("med"),
-        local_preference=ints("local-preference"),
-        as_path_prepend=ints("as-path-prepend"),
-    )
 
 
 # --- the selection ------------------------------------------------------------------------------
