@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import time
 import traceback
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(MODULES), action="append", help="run only this benchmark")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"markdown file (default {RESULTS})")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every lab is torn down.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     exabgp = Path(sys.executable).with_name("exabgp")
     facts = common.machine_facts(exabgp=exabgp)

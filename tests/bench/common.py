@@ -270,24 +270,40 @@ class RouteMonitor:
                     return None
                 self._cond.wait(left)
 
+    def resync(self) -> bool:
+        """Replace ``present`` with the kernel table (after lost notifications); True if it differed."""
+        table = kernel_set(self.ns, proto=self.proto)
+        with self._cond:
+            differed = table != self.present
+            self.present = table
+            self.overflow = self.overflow or differed
+            self._cond.notify_all()
+        return differed
+
     def wait_count(self, predicate: str, target: int, *, timeout: float, stall: float = 0.0) -> bool:
         """Wait until the count is >= target (``predicate="ge"``) or <= target (``"le"``).
 
         With ``stall`` > 0, give up early once the count has not moved for that long. True when reached.
+        After 3 s without movement the set is checked against the kernel table once (netlink may have
+        dropped notifications under a burst; then ``overflow`` is set and times are approximate).
         """
         deadline = time.monotonic() + timeout
-        last, moved_at = -1, time.monotonic()
-        with self._cond:
-            while True:
+        last, moved_at, checked = -1, time.monotonic(), False
+        while True:
+            with self._cond:
                 n = len(self.present)
                 if (n >= target) if predicate == "ge" else (n <= target):
                     return True
                 now = time.monotonic()
                 if n != last:
-                    last, moved_at = n, now
+                    last, moved_at, checked = n, now, False
                 if now >= deadline or (stall > 0 and now - moved_at >= stall):
                     return False
-                self._cond.wait(min(0.2, deadline - now))
+                if checked or now - moved_at < 3.0:
+                    self._cond.wait(min(0.2, deadline - now))
+                    continue
+            checked = True
+            self.resync()
 
     def last_change(self, addresses: Iterable[str], *, removed: bool = False) -> float | None:
         book = self.removed if removed else self.arrived
@@ -392,6 +408,14 @@ def memory_by_role(root: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+def cpu_by_role(root: int) -> dict[str, float]:
+    """role -> CPU seconds used so far, summed over the tree under ``root``."""
+    out: dict[str, float] = {}
+    for p in process_tree(root):
+        out[p.role] = out.get(p.role, 0.0) + p.cpu_ticks / _CLK_TCK
+    return out
+
+
 def idle_cpu_percent(root: int, *, seconds: float) -> float:
     """CPU used by the tree under ``root`` over ``seconds`` of wall time, in % of one core."""
     before, t0 = tree_cpu_seconds(root), time.monotonic()
@@ -402,15 +426,21 @@ def idle_cpu_percent(root: int, *, seconds: float) -> float:
 
 @contextlib.contextmanager
 def cpu_meter(*roots: int) -> Iterator[dict[str, float]]:
-    """Yields a dict filled on exit with ``cpu`` (seconds used by the trees) and ``wall``."""
+    """Yields a dict filled on exit with ``wall``, ``cpu`` (seconds used by the trees) and
+    ``cpu_<role>`` per process role (speaker, exabgp, relay, bird, gobgpd...)."""
     result: dict[str, float] = {}
-    before = sum(tree_cpu_seconds(r) for r in roots)
+    before = [cpu_by_role(r) for r in roots]
     t0 = time.monotonic()
     try:
         yield result
     finally:
-        result["cpu"] = sum(tree_cpu_seconds(r) for r in roots) - before
         result["wall"] = time.monotonic() - t0
+        result["cpu"] = 0.0
+        for root, old in zip(roots, before, strict=True):
+            for role, seconds in cpu_by_role(root).items():
+                used = seconds - old.get(role, 0.0)
+                result[f"cpu_{role}"] = result.get(f"cpu_{role}", 0.0) + used
+                result["cpu"] += used
 
 
 def descendant_pid(root: int, role: str) -> int | None:
