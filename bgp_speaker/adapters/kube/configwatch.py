@@ -10,8 +10,9 @@ all the chart's Role grants (get/list/watch with ``resourceNames``). Each one is
   app as is; the app merges and validates it. A missing ConfigMap is an empty one.
 - ``passwords-secret`` in the ConfigMap names a Secret in the same namespace; each of its keys
   is written as a 0600 file under ``passwords-path`` (default ``/run/bgp-speaker/secrets``, a
-  0700 directory) before the app hears of the change, so ``peers[].password_file`` can point
-  there. Files of keys that disappear are removed. Values are never logged or shown.
+  0700 directory; :mod:`bgp_speaker.adapters.kube.secretfiles`) before the app hears of the
+  change, so ``peers[].password_file`` can point there. Files of keys that disappear are
+  removed. Values are never logged or shown.
 
 API errors never stop anything: the last data seen stays in force, the error is in
 :meth:`ConfigWatch.status`, and the watch retries.
@@ -20,12 +21,8 @@ API errors never stop anything: the last data seen stays in force, the error is 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
-import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,7 +31,7 @@ from typing import Any, cast
 from kubernetes import client
 
 from bgp_speaker.adapters.kube import client as kclient
-from bgp_speaker.adapters.kube import watching
+from bgp_speaker.adapters.kube import secretfiles, watching
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +42,6 @@ SECRET_NAME_KEY = "passwords-secret"
 SECRET_PATH_KEY = "passwords-path"
 DEFAULT_SECRETS_PATH = Path("/run/bgp-speaker/secrets")
 CONFIGMAPS, SECRETS = "configmaps", "secrets"
-_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 def pod_namespace(environ: Mapping[str, str], *, namespace_file: Path = NAMESPACE_FILE) -> str:
@@ -123,8 +119,7 @@ class ConfigWatch:
         self._secret: _Followed | None = None
         self._data: dict[str, str] | None = None
         self._secrets_path: Path | None = None
-        self._written: dict[str, Path] = {}
-        self._write_error: str | None = None
+        self._files = secretfiles.PasswordFiles()
         self._on_change: Callable[[], None] | None = None
         self._post: Callable[[Callable[[], None]], None] | None = None
 
@@ -148,8 +143,8 @@ class ConfigWatch:
             secret = {
                 **self._secret.as_dict(),
                 "path": str(self._secrets_path),
-                "files": sorted(self._written),
-                "write_error": self._write_error,
+                "files": self._files.names,
+                "write_error": self._files.error,
             }
         return {"namespace": self.namespace, "configmap": self._configmap.as_dict(), "secret": secret}
 
@@ -299,7 +294,7 @@ class ConfigWatch:
         """Switch to another Secret (or path, or none); True when password files changed."""
         if self._secret is not None and self._secret.watcher is not None:
             self._secret.watcher.stop()
-        changed = self._remove_files(keep=set())
+        changed = self._files.remove(keep=set())
         self._secret = _Followed(name) if name else None
         self._secrets_path = path if name else None
         if self._secret is not None:
@@ -316,41 +311,9 @@ class ConfigWatch:
             return
         followed.found = obj is not None
         followed.resource_version = _resource_version(obj)
-        values = _decode(obj.get("data") if obj is not None else None, secret=followed.name)
-        if self._write_files(path, values) and notify:
+        values = secretfiles.decode(obj.get("data") if obj is not None else None, secret=followed.name)
+        if self._files.write(path, values) and notify:
             self._notify()
-
-    def _write_files(self, path: Path, values: Mapping[str, bytes]) -> bool:
-        """Make ``path`` hold exactly ``values`` as 0600 files; True when any file changed."""
-        changed = self._remove_files(keep=set(values))
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(path, 0o700)
-            for key, value in values.items():
-                target = path / key
-                if key in self._written and _same(target, value):
-                    continue
-                _write_private(target, value)
-                self._written[key] = target
-                changed = True
-            self._write_error = None
-        except OSError as exc:
-            self._write_error = f"cannot write password files in {path}: {exc.strerror}"
-            logger.error("cannot write password files", extra={"path": str(path), "reason": exc.strerror})
-            return True
-        return changed
-
-    def _remove_files(self, *, keep: set[str]) -> bool:
-        removed = False
-        for key in [k for k in self._written if k not in keep]:
-            try:
-                self._written.pop(key).unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                logger.warning("cannot remove a password file", extra={"key": key, "reason": exc.strerror})
-            removed = True
-        return removed
 
     def _notify(self) -> None:
         if self._on_change is not None:
@@ -362,39 +325,6 @@ def _resource_version(obj: watching.Obj | None) -> str | None:
         return None
     version = obj.get("metadata", {}).get("resourceVersion")
     return str(version) if version is not None else None
-
-
-def _decode(raw: object, *, secret: str) -> dict[str, bytes]:
-    values: dict[str, bytes] = {}
-    if not isinstance(raw, dict):
-        return values
-    for key, encoded in raw.items():
-        if not isinstance(key, str) or not _SECRET_KEY.match(key) or key in (".", ".."):
-            logger.warning("skipped a Secret key that cannot be a file name", extra={"secret": secret})
-            continue
-        try:
-            values[key] = base64.b64decode(str(encoded), validate=True)
-        except (binascii.Error, ValueError):
-            logger.warning("skipped a Secret value that is not base64", extra={"secret": secret, "key": key})
-    return values
-
-
-def _same(path: Path, value: bytes) -> bool:
-    try:
-        return path.read_bytes() == value
-    except OSError:
-        return False
-
-
-def _write_private(path: Path, value: bytes) -> None:
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, value)
-    finally:
-        os.close(fd)
-    os.replace(scratch, path)
 
 
 def _join(watchers: list[_NamedWatcher]) -> None:
