@@ -5,11 +5,8 @@ to the API socket we serve (:mod:`.client`). Every new relay connection bumps
 :attr:`ExabgpSpeaker.generation`: ExaBGP was restarted, or it respawned the relay; either way what
 it announces is unknown to us and the reconciler re-reads it (hazard 6).
 
-Throughput: ExaBGP's reactor runs at most 50 queued steps (about one per prefix) per loop
-iteration and sleeps between iterations unless an API line arrived. :meth:`ExabgpSpeaker.apply`
-therefore cuts announcements into commands of ``batch_size`` (< 50) prefixes and keeps ``window``
-of them in flight: each iteration finishes a command, we answer with the next one, and ExaBGP
-never sleeps while work remains, while its idle tick can stay slow.
+:meth:`ExabgpSpeaker.apply` sends a plan in acknowledged batches (:mod:`.batching`); the session
+configuration comes from our settings (:mod:`.session_config`).
 """
 
 from __future__ import annotations
@@ -23,12 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bgp_speaker.adapters.exabgp import client, peers, runtime, supervisor
+from bgp_speaker.adapters.exabgp import batching, client, peers, runtime, supervisor
 from bgp_speaker.adapters.exabgp.session_config import SOCKET_NAME, session_config_from_settings
 from bgp_speaker.core import exabgp_codec as codec
 from bgp_speaker.core import exabgp_config
-from bgp_speaker.core import plan as planning
-from bgp_speaker.core.model import IPAddress, PeerId, PeerState, PeerStatus, Plan, Step, Withdraw
+from bgp_speaker.core.model import IPAddress, PeerId, PeerState, PeerStatus, Plan
 from bgp_speaker.errors import CommandRejected, ConfigError, SpeakerUnavailable
 from bgp_speaker.ports import ApplyResult, Rib
 from bgp_speaker.settings import Settings
@@ -290,71 +286,15 @@ class ExabgpSpeaker:
             rib.setdefault(peer, {})[prefix] = attributes
         return rib
 
-    def _units(self, steps: Sequence[Step], rejected: list[tuple[Step, str]]) -> list[tuple[Step, str]]:
-        """(step of one family and at most batch_size prefixes, its command line)."""
-        units: list[tuple[Step, str]] = []
-        for step in steps:
-            peer_as = self._peer_as.get(step.peer)
-            if peer_as is None:
-                rejected.append((step, f"{step.peer} is not a configured neighbor"))
-                continue
-            for group in codec.by_family(step.prefixes):
-                part: Step = replace(step, prefixes=group)
-                for chunk in planning.split(part, size=self.batch_size):
-                    try:
-                        lines = codec.render_step(chunk, local_as=self._local_as, peer_as=peer_as)
-                    except ValueError as exc:
-                        rejected.append((chunk, str(exc)))
-                        logger.warning("step refused", extra={"peer": str(step.peer), "reason": str(exc)})
-                        continue
-                    units.extend((chunk, line) for line in lines)
-        return units
-
-    @property
-    def _local_as(self) -> int:
-        assert self._session is not None
-        return self._session.local_as
-
     async def apply(self, plan: Plan) -> ApplyResult:
-        applied: list[Step] = []
-        rejected: list[tuple[Step, str]] = []
-        units = self._units(plan.steps, rejected)
-        failed: list[Step] = []
-        result = await self._send(units, applied, failed)
-        if not result.interrupted:
-            for step in failed:  # isolate: one bad prefix must not block the others
-                if len(step.prefixes) == 1:
-                    rejected.append((step, "ExaBGP answered error"))
-                    continue
-                singles = [replace(step, prefixes=(prefix,)) for prefix in step.prefixes]
-                retry_failed: list[Step] = []
-                result = await self._send(self._units(singles, rejected), applied, retry_failed)
-                rejected.extend((single, "ExaBGP answered error") for single in retry_failed)
-                if result.interrupted:
-                    break
-        for step, reason in rejected:
-            logger.warning(
-                "step rejected",
-                extra={
-                    "peer": str(step.peer),
-                    "prefix": str(step.prefixes[0]),
-                    "reason": reason,
-                    "op": "withdraw" if isinstance(step, Withdraw) else "announce",
-                },
-            )
-        return ApplyResult(applied=tuple(applied), rejected=tuple(rejected), interrupted=result.interrupted)
-
-    async def _send(
-        self, units: Sequence[tuple[Step, str]], applied: list[Step], failed: list[Step]
-    ) -> client.BatchResult:
-        if not units:
-            return client.BatchResult(acks=(), interrupted=False)
-        if not self.channel.connected:
-            return client.BatchResult(acks=(), interrupted=True)
-        result = await self.channel.send_many([line for _, line in units], window=self.window)
-        for (step, _), ok in zip(units, result.acks, strict=False):
-            (applied if ok else failed).append(step)
-        return result
+        return await batching.apply_plan(
+            plan,
+            channel=self.channel,
+            peer_as=self._peer_as,
+            local_as=self._session.local_as if self._session is not None else None,
+            batch_size=self.batch_size,
+            window=self.window,
+        )
 
     async def withdraw_all_and_wait(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Withdraw everything (``clear adj-rib out``) and wait for ExaBGP's ``done``, then give it
