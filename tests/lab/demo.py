@@ -45,6 +45,20 @@ def start_speaker(topo: Topology, gw: Gateway, eips: list[dict[str, Any]]) -> Sp
     return speaker.start()
 
 
+def hold(seconds: float | None, *, until: str) -> None:
+    """Keep the lab up: until Ctrl-C when ``seconds`` is None, else for ``seconds``."""
+    if seconds is None:
+        say(f"Running. Ctrl-C to {until}.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print()
+    elif seconds > 0:
+        say(f"Running for {seconds:.0f} s (DEMO_SECONDS)")
+        time.sleep(seconds)
+
+
 def wait(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
     try:
         wait_for(predicate, timeout=timeout, interval=0.1, message=what)
@@ -105,16 +119,7 @@ def run(topo: Topology, *, seconds: float | None) -> None:
     say(f"bgp-speaker status   # inside {gw1.name}")
     print(s1.status_text().rstrip())
 
-    if seconds is None:
-        say("Running. Ctrl-C to stop and tear everything down.")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print()
-    elif seconds > 0:
-        say(f"Running for {seconds:.0f} s (DEMO_SECONDS)")
-        time.sleep(seconds)
+    hold(seconds, until="stop and tear everything down")
 
     say("Graceful stop of gw2's speaker: GRACEFUL_SHUTDOWN, drain, withdraw, exit")
     code = s2.stop()

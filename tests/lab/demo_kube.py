@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from tests.lab.base import kernel_routes
-from tests.lab.demo import say, show, wait
+from tests.lab.demo import hold, say, show, wait
 from tests.lab.kubelab import KubeApi
 from tests.lab.natgw import NatGateway
 from tests.lab.netns import Lab
@@ -149,16 +149,7 @@ def run(topo: Topology, api: KubeApi, *, seconds: float | None) -> None:
     wait(lambda: any(e["reason"] == "Announced" for e in api.events(name=EIP_NAME)), "the Announced Event")
     show(f"kubectl describe iptables-eip {EIP_NAME}   # (Events)", describe_events(api, EIP_NAME))
 
-    if seconds is None:
-        say("Running. Ctrl-C to delete the FIP rule, and tear everything down.")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print()
-    elif seconds > 0:
-        say(f"Running for {seconds:.0f} s (DEMO_SECONDS)")
-        time.sleep(seconds)
+    hold(seconds, until="delete the FIP rule, and tear everything down")
 
     say(
         f"kubectl delete iptables-fip-rule {FIP_NAME}: held for {HOLD_DOWN:.0f} s "
