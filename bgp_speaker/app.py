@@ -112,6 +112,7 @@ class Daemon:
             if self.speaker is not None:
                 self.activity.on_peers(self.speaker.peer_statuses())
                 self.metrics.set_exabgp_up(self.speaker.running)
+                self.activity.on_acks(self.speaker.channel.acks)
             snapshot = self.source.snapshot()
             stale = time.time() - snapshot.fresh_at if snapshot.fresh_at is not None else None
             self.metrics.set_source(synced=snapshot.synced, stale_seconds=stale)

@@ -305,10 +305,11 @@ class Metrics:
     def exabgp_restarted(self) -> None:
         self._exabgp_restarts.inc()
 
-    def command(self, result: CommandResult) -> None:
+    def command(self, result: CommandResult, count: int = 1) -> None:
         if result not in COMMAND_RESULTS:
             raise ValueError(f"unknown command result {result!r}")
-        self._commands.labels(result).inc()
+        if count > 0:
+            self._commands.labels(result).inc(count)
 
     # -- source --------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from bgp_speaker.core.desired import prefix_sort_key
 from bgp_speaker.core.model import IPNetwork, PeerId, PeerState, PeerStatus, Refusal, host_prefix
-from bgp_speaker.metrics import Metrics
+from bgp_speaker.metrics import COMMAND_RESULTS, Metrics
 from bgp_speaker.reconciler import PassReport
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Activity:
         self._origins: dict[IPNetwork, str] = {}
         self._refusals: frozenset[Refusal] = frozenset()
         self._peer_states: dict[PeerId, PeerState] = {}
+        self._acks_counted: dict[str, int] = {}
 
     def on_pass(self, report: PassReport) -> None:
         if report.result != "skipped":
@@ -86,3 +87,10 @@ class Activity:
             logger.log(level, "peer state changed", extra=extra)
             if self._events is not None:
                 self._events.peer_changed(status)
+
+    def on_acks(self, acks: Mapping[str, int]) -> None:
+        """ExaBGP's acknowledgements since start, by result: count what is new."""
+        for result in COMMAND_RESULTS:
+            seen = acks.get(result, 0)
+            self._metrics.command(result, seen - self._acks_counted.get(result, 0))
+            self._acks_counted[result] = seen

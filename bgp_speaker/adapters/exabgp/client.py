@@ -88,6 +88,8 @@ class ApiChannel:
     ) -> None:
         self.path = path
         self.ack_timeout = ack_timeout
+        #: Acknowledgements seen since start, by result (for bgp_speaker_commands_total).
+        self.acks: dict[str, int] = {"done": 0, "error": 0, "timeout": 0}
         self._owner = owner
         self._on_event = on_event
         self._on_connect = on_connect
@@ -215,6 +217,7 @@ class ApiChannel:
             logger.warning("exabgp ack without a pending command", extra={"ack": line})
             return
         pending = conn.pending.popleft()
+        self.acks["done" if kind is codec.LineKind.DONE else "error"] += 1
         if not pending.future.done():
             pending.future.set_result(kind is codec.LineKind.DONE)
 
@@ -253,6 +256,7 @@ class ApiChannel:
                     continue  # the future is failed by _drop
                 idle = time.monotonic() - conn.last_progress
                 if idle >= self.ack_timeout:
+                    self.acks["timeout"] += 1
                     logger.warning(
                         "exabgp ack timeout", extra={"seconds": round(idle, 1), "op": pending.line[:80]}
                     )
