@@ -38,29 +38,40 @@ traffic: deleted or being deleted, claimed by another gateway, address changed o
 duplicated, the ``annotated`` opt-in removed, an invalid annotation.
 
 Pool membership and next hops are checked later by :mod:`bgp_speaker.core.desired`.
+
+**Shape.** The rules work on one EIP at a time: :func:`parse_eip` and :func:`parse_rule` turn
+an object into the few facts the rules read (once per object version), and :func:`evaluate`
+decides one EIP from its facts, the names holding each address, the rules naming it and its
+own hold-down entries. :func:`select` does that for every EIP of a :class:`View`; the
+Kubernetes adapter keeps the per-EIP results and re-evaluates only the EIPs an event can
+affect, then joins them with :func:`assemble`. Both paths run the same rules.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, Literal
+from ipaddress import IPv4Address, IPv6Address
+from typing import Literal
 
-from bgp_speaker.core.kubeovn_annotations import parse_overrides
+from bgp_speaker.core.kubeovn_facts import (
+    ANNOTATION_BGP,
+    LABEL_GATEWAY,
+    EipFacts,
+    Obj,
+    RuleFacts,
+    RuleKind,
+    parse_eip,
+    parse_rule,
+)
 from bgp_speaker.core.model import Candidate, IPAddress, Refusal
 
 Policy = Literal["bound", "ready", "annotated"]
-RuleKind = Literal["dnat", "fip", "snat"]
 
-LABEL_GATEWAY = "ovn.kubernetes.io/vpc-nat-gw-name"
-ANNOTATION_BGP = "ovn.kubernetes.io/bgp"
 #: The order Kube-OVN uses in ``status.nat``.
 RULE_KINDS: tuple[RuleKind, ...] = ("dnat", "fip", "snat")
 ORIGIN_PREFIX = "iptables-eip/"
-
-Obj = Mapping[str, Any]
 
 
 def origin_of(name: str) -> str:
@@ -123,30 +134,42 @@ class Selection:
     next_deadline: float | None
 
 
-# --- tolerant accessors: objects come from the network and may have any shape ------------------
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An address announced only because of the hold-down (its note's text depends on the time)."""
+
+    address: str
+    origin: str
+    #: Why it no longer qualifies.
+    cause: str
+    until: float
+
+    def note(self, now: float) -> HeldNote:
+        left = math.ceil(self.until - now)
+        reason = f"held ({self.cause}) for {left} s more"
+        return HeldNote(address=self.address, origin=self.origin, reason=reason, until=self.until)
 
 
-def _dig(obj: object, *path: str) -> object:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome for one IptablesEIP: empty for an EIP of another gateway."""
+
+    candidates: tuple[Candidate, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    holds: tuple[Hold, ...] = ()
+    #: This EIP's hold-down entries: its ``previous`` for the next evaluation.
+    state: Mapping[tuple[str, str], Held] = field(default_factory=dict)
+
+    @property
+    def deadline(self) -> float | None:
+        """When the earliest hold-down of this EIP ends; evaluate it again then."""
+        return min((h.until for h in self.holds), default=None)
 
 
-def _text(value: object) -> str:
-    return value.strip() if isinstance(value, str) else ""
+NOTHING = Verdict()
 
 
-def _mapping(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def name_of(obj: object) -> str:
-    return _text(_dig(obj, "metadata", "name"))
-
-
-# --- the selection ------------------------------------------------------------------------------
+# --- the rules ----------------------------------------------------------------------------------
 
 
 class _Refused(Exception):
@@ -156,40 +179,33 @@ class _Refused(Exception):
         self.transient = transient
 
 
-def _addresses(eip: Obj) -> list[IPAddress]:
-    """The EIP's addresses, v4 first. Raises _Refused with what is wrong."""
-    spec_v4, status_ip, v6 = (
-        _text(_dig(eip, "spec", "v4ip")),
-        _text(_dig(eip, "status", "ip")),
-        _text(_dig(eip, "spec", "v6ip")),
-    )
+def _addresses(eip: EipFacts) -> list[tuple[IPAddress, str]]:
+    """The EIP's addresses (with their canonical text), v4 first. Raises _Refused with what is wrong."""
+    spec_v4, status_ip = eip.spec_v4, eip.status_ip
     if spec_v4 and status_ip and spec_v4 != status_ip:
         raise _Refused(f"invalid: spec.v4ip {spec_v4} and status.ip {status_ip} disagree")
-    result: list[IPAddress] = []
-    for field_name, text, family in (
-        ("spec.v4ip" if spec_v4 else "status.ip", spec_v4 or status_ip, IPv4Address),
-        ("spec.v6ip", v6, IPv6Address),
+    result: list[tuple[IPAddress, str]] = []
+    for field_name, text, address, canonical, family in (
+        ("spec.v4ip" if spec_v4 else "status.ip", spec_v4 or status_ip, eip.v4, eip.v4_text, IPv4Address),
+        ("spec.v6ip", eip.spec_v6, eip.v6, eip.v6_text, IPv6Address),
     ):
         if not text:
             continue
-        try:
-            address = ip_address(text)
-        except ValueError:
-            raise _Refused(f"invalid {field_name} {text!r}: not an IP address") from None
+        if address is None:
+            raise _Refused(f"invalid {field_name} {text!r}: not an IP address")
         if not isinstance(address, family):
             raise _Refused(
                 f"invalid {field_name} {text!r}: not an IPv{4 if family is IPv4Address else 6} address"
             )
-        result.append(address)
+        result.append((address, canonical))
     if not result:
         raise _Refused("missing fields: neither spec.v4ip nor spec.v6ip is set (no address allocated yet)")
     return result
 
 
-def _ownership(eip: Obj, gateway: str) -> bool:
+def _ownership(eip: EipFacts, gateway: str) -> bool:
     """True when the EIP is ours; False when it belongs to another gateway; raises on conflict."""
-    by_spec = _text(_dig(eip, "spec", "natGwDp"))
-    by_label = _text(_dig(eip, "metadata", "labels", LABEL_GATEWAY))
+    by_spec, by_label = eip.spec_gateway, eip.label_gateway
     if by_spec != gateway and by_label != gateway:
         return False
     if by_spec == gateway and by_label in ("", gateway):
@@ -204,18 +220,16 @@ def _ownership(eip: Obj, gateway: str) -> bool:
     )
 
 
-def _rule_summary(name: str, rules: Mapping[str, list[tuple[RuleKind, Obj]]], gateway: str) -> str | None:
+def _rule_summary(rules: Iterable[RuleFacts], gateway: str) -> str | None:
     """None when a ready rule binds the EIP; otherwise why not."""
-    mine = rules.get(name, [])
     described: list[str] = []
-    for kind, rule in mine:
-        rule_gw = _text(_dig(rule, "status", "natGwDp"))
-        label = f"{kind}/{name_of(rule)}"
-        if _dig(rule, "metadata", "deletionTimestamp"):
+    for rule in rules:
+        label = f"{rule.kind}/{rule.name}"
+        if rule.deleting:
             described.append(f"{label} being deleted")
-        elif rule_gw and rule_gw != gateway:
-            described.append(f"{label} on gateway {rule_gw!r}")
-        elif _dig(rule, "status", "ready") is True:
+        elif rule.gateway and rule.gateway != gateway:
+            described.append(f"{label} on gateway {rule.gateway!r}")
+        elif rule.ready:
             return None
         else:
             described.append(f"{label} not ready")
@@ -224,118 +238,146 @@ def _rule_summary(name: str, rules: Mapping[str, list[tuple[RuleKind, Obj]]], ga
     return "no ready FIP/SNAT/DNAT rule: " + ", ".join(sorted(described))
 
 
-def _qualify(eip: Obj, *, options: Options, rules: Mapping[str, list[tuple[RuleKind, Obj]]]) -> None:
+def _qualify(eip: EipFacts, *, options: Options, rules: Iterable[RuleFacts]) -> None:
     """Raise _Refused (transient or not) unless the EIP qualifies under the policy."""
-    if options.policy == "annotated":
-        flag = _dig(eip, "metadata", "annotations", ANNOTATION_BGP)
-        if flag != "true":
-            raise _Refused(f"not annotated {ANNOTATION_BGP}=true (policy annotated)")
-    if _dig(eip, "status", "ready") is not True:
-        redo = _text(_dig(eip, "status", "redo"))
-        detail = f"status.ready is not true, status.redo {redo}" if redo else "status.ready is not true"
-        if not _text(_dig(eip, "spec", "v4ip")) and _text(_dig(eip, "spec", "v6ip")):
+    if options.policy == "annotated" and not eip.opted_in:
+        raise _Refused(f"not annotated {ANNOTATION_BGP}=true (policy annotated)")
+    if not eip.ready:
+        detail = (
+            f"status.ready is not true, status.redo {eip.redo}" if eip.redo else "status.ready is not true"
+        )
+        if not eip.spec_v4 and eip.spec_v6:
             detail += "; Kube-OVN never readies a v6-only EIP (the iptables NAT gateway has no NATv6)"
         raise _Refused(f"not ready ({detail})", transient=True)
     if options.policy == "bound":
-        missing = _rule_summary(name_of(eip), rules, options.gateway)
+        missing = _rule_summary(rules, options.gateway)
         if missing is not None:
             raise _Refused(missing, transient=True)
 
 
-def select(view: View, *, options: Options, hold_down: HoldDown, now: float) -> Selection:
-    """Candidates, refusals (one per address of every EIP of ours not announced), held notes."""
-    owners: dict[str, list[str]] = {}
-    for other in view.eips:
-        for spec_key in ("v4ip", "v6ip"):
-            text = _text(_dig(other, "spec", spec_key))
-            try:
-                canonical = str(ip_address(text))
-            except ValueError:
-                continue
-            owners.setdefault(canonical, []).append(name_of(other))
-    rules: dict[str, list[tuple[RuleKind, Obj]]] = {}
-    for kind in RULE_KINDS:
-        for rule in view.rules.get(kind, ()):
-            target = _text(_dig(rule, "spec", "eip"))
-            if target:
-                rules.setdefault(target, []).append((kind, rule))
+def evaluate(
+    eip: EipFacts,
+    *,
+    options: Options,
+    owners: Mapping[str, Collection[str]],
+    rules: Collection[RuleFacts],
+    previous: HoldDown,
+    now: float,
+) -> Verdict:
+    """Decide one EIP. ``owners``: address text -> names of every IptablesEIP whose spec holds it;
+    ``rules``: the rules whose ``spec.eip`` names this EIP; ``previous``: the hold-down state
+    (only this EIP's entries are read)."""
+    name = eip.name
+    if not name:
+        return NOTHING
+    origin = origin_of(name)
+    shown = eip.spec_v4 or eip.status_ip or eip.spec_v6
+    try:
+        if not _ownership(eip, options.gateway):
+            return NOTHING
+        addresses = _addresses(eip)
+    except _Refused as exc:
+        return Verdict(refusals=(Refusal(address=shown, origin=origin, reason=exc.reason),))
+    try:
+        if eip.deleting:
+            raise _Refused("being deleted (metadata.deletionTimestamp is set)")
+        for _, text in addresses:
+            others = sorted(n for n in owners.get(text, ()) if n != name)
+            if others:
+                raise _Refused(f"duplicate address: {text} is also on IptablesEIP {', '.join(others)}")
+        if isinstance(eip.overrides, str):
+            raise _Refused(eip.overrides)
+    except _Refused as exc:
+        return Verdict(
+            refusals=tuple(Refusal(address=t, origin=origin, reason=exc.reason) for _, t in addresses)
+        )
+    fresh = [(Candidate(address=a, origin=origin, overrides=eip.overrides), t) for a, t in addresses]
+    try:
+        _qualify(eip, options=options, rules=rules)
+    except _Refused as exc:
+        candidates: list[Candidate] = []
+        refusals: list[Refusal] = []
+        holds: list[Hold] = []
+        state: dict[tuple[str, str], Held] = {}
+        for candidate, text in fresh:
+            key = (origin, text)
+            before = previous.get(key)
+            since = now if before is None or before.failing_since is None else before.failing_since
+            until = since + options.hold_down_seconds
+            if exc.transient and before is not None and now < until:
+                state[key] = Held(candidate=before.candidate, failing_since=since)
+                candidates.append(candidate)
+                holds.append(Hold(address=text, origin=origin, cause=exc.reason, until=until))
+            else:
+                refusals.append(Refusal(address=text, origin=origin, reason=exc.reason))
+        return Verdict(tuple(candidates), tuple(refusals), tuple(holds), state)
+    return Verdict(
+        candidates=tuple(c for c, _ in fresh),
+        state={(origin, t): Held(candidate=c) for c, t in fresh},
+    )
 
+
+# --- the whole view -----------------------------------------------------------------------------
+
+
+def owners_index(eips: Iterable[EipFacts]) -> dict[str, list[str]]:
+    """Address text -> the names of the IptablesEIPs (of any gateway) whose spec holds it."""
+    owners: dict[str, list[str]] = {}
+    for eip in eips:
+        if eip.name:
+            for text in eip.spec_addresses:
+                owners.setdefault(text, []).append(eip.name)
+    return owners
+
+
+def rules_index(rules: Iterable[RuleFacts]) -> dict[str, list[RuleFacts]]:
+    """EIP name -> the rules whose ``spec.eip`` names it (matched by spec, never by labels)."""
+    by_eip: dict[str, list[RuleFacts]] = {}
+    for rule in rules:
+        if rule.eip:
+            by_eip.setdefault(rule.eip, []).append(rule)
+    return by_eip
+
+
+def assemble(verdicts: Iterable[Verdict], *, now: float) -> Selection:
+    """Join per-EIP verdicts (in EIP name order) into a selection as seen at ``now``."""
     candidates: list[Candidate] = []
     refusals: list[Refusal] = []
     held: list[HeldNote] = []
     state: dict[tuple[str, str], Held] = {}
-
-    def refuse(address: str, origin: str, reason: str) -> None:
-        refusals.append(Refusal(address=address, origin=origin, reason=reason))
-
-    for eip in sorted(view.eips, key=name_of):
-        name = name_of(eip)
-        if not name:
-            continue
-        origin = origin_of(name)
-        raw_v4 = _text(_dig(eip, "spec", "v4ip")) or _text(_dig(eip, "status", "ip"))
-        shown = raw_v4 or _text(_dig(eip, "spec", "v6ip"))
-        try:
-            if not _ownership(eip, options.gateway):
-                continue
-        except _Refused as exc:
-            refuse(shown, origin, exc.reason)
-            continue
-        try:
-            addresses = _addresses(eip)
-        except _Refused as exc:
-            refuse(shown, origin, exc.reason)
-            continue
-        try:
-            if _dig(eip, "metadata", "deletionTimestamp"):
-                raise _Refused("being deleted (metadata.deletionTimestamp is set)")
-            for address in addresses:
-                others = [n for n in owners.get(str(address), []) if n != name]
-                if others:
-                    raise _Refused(f"duplicate address: {address} is also on IptablesEIP {', '.join(others)}")
-            overrides = parse_overrides(
-                _mapping(_dig(eip, "metadata", "annotations")), prefix=options.annotation_prefix
-            )
-        except _Refused as exc:
-            for address in addresses:
-                refuse(str(address), origin, exc.reason)
-            continue
-        except ValueError as exc:
-            for address in addresses:
-                refuse(str(address), origin, str(exc))
-            continue
-        fresh = [Candidate(address=a, origin=origin, overrides=overrides) for a in addresses]
-        try:
-            _qualify(eip, options=options, rules=rules)
-        except _Refused as exc:
-            for candidate in fresh:
-                key = (origin, str(candidate.address))
-                previous = hold_down.get(key)
-                since = now if previous is None or previous.failing_since is None else previous.failing_since
-                until = since + options.hold_down_seconds
-                if exc.transient and previous is not None and now < until:
-                    state[key] = Held(candidate=previous.candidate, failing_since=since)
-                    candidates.append(candidate)
-                    left = math.ceil(until - now)
-                    held.append(
-                        HeldNote(
-                            address=str(candidate.address),
-                            origin=origin,
-                            reason=f"held ({exc.reason}) for {left} s more",
-                            until=until,
-                        )
-                    )
-                else:
-                    refuse(str(candidate.address), origin, exc.reason)
-            continue
-        for candidate in fresh:
-            state[(origin, str(candidate.address))] = Held(candidate=candidate)
-            candidates.append(candidate)
-
+    for verdict in verdicts:
+        candidates += verdict.candidates
+        refusals += verdict.refusals
+        held += (hold.note(now) for hold in verdict.holds)
+        state.update(verdict.state)
     return Selection(
         candidates=tuple(candidates),
         refusals=tuple(refusals),
         held=tuple(held),
         hold_down=state,
         next_deadline=min((h.until for h in held), default=None),
+    )
+
+
+def select(view: View, *, options: Options, hold_down: HoldDown, now: float) -> Selection:
+    """Candidates, refusals (one per address of every EIP of ours not announced), held notes."""
+    eips = [parse_eip(eip, annotation_prefix=options.annotation_prefix) for eip in view.eips]
+    owners = owners_index(eips)
+    rules = rules_index(
+        parse_rule(rule, kind=kind) for kind in RULE_KINDS for rule in view.rules.get(kind, ())
+    )
+    eips.sort(key=lambda eip: eip.name)
+    return assemble(
+        (
+            evaluate(
+                eip,
+                options=options,
+                owners=owners,
+                rules=rules.get(eip.name, ()),
+                previous=hold_down,
+                now=now,
+            )
+            for eip in eips
+        ),
+        now=now,
     )

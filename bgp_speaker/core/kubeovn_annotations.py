@@ -16,6 +16,7 @@ from bgp_speaker.core.model import AttributeOverrides
 ATTRIBUTE_KEYS = ("communities", "large-communities", "med", "local-preference", "as-path-prepend")
 MAX_PREPEND = 16
 _U32 = 0xFFFFFFFF
+_NONE = AttributeOverrides()
 
 
 def _community(text: str, *, parts: int, limit: int, label: str) -> str:
@@ -34,6 +35,8 @@ def _integer(text: str, *, low: int, high: int) -> int:
 
 def parse_overrides(annotations: Mapping[str, object], *, prefix: str) -> AttributeOverrides:
     """Our per-EIP attribute annotations. Raises ValueError naming the key and the value."""
+    if not any(key.startswith(prefix) for key in annotations):
+        return _NONE
     found: dict[str, object] = {}
     for key, raw in sorted(annotations.items()):
         if not key.startswith(prefix):
