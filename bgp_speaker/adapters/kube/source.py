@@ -1,11 +1,14 @@
 """The ``kubernetes`` candidate source: Kube-OVN objects in memory, selection on snapshot.
 
-Watch events only update the in-memory store and pull the trigger (level-triggered);
-:meth:`KubeSource.snapshot` runs the pure :func:`bgp_speaker.core.kubeovn.select` over a
-point-in-time view. Through API server outages the store is never dropped: the last
-known good view keeps being served, with ``error`` set and ``fresh_at`` frozen at the
-moment the first watch broke. A malformed object is skipped and reported in
-``details["malformed"]``; it never stops the others.
+Watch events only update the in-memory store and pull the trigger (level-triggered); the
+store keeps one selection verdict per IptablesEIP (:mod:`bgp_speaker.adapters.kube.selection`),
+and :meth:`KubeSource.snapshot` re-evaluates only the EIPs the events since the last snapshot
+can affect, with the pure rules of :mod:`bgp_speaker.core.kubeovn`. A relist, a change of the
+gateway object or of the options, and a periodic safety check re-evaluate everything.
+
+Through API server outages the store is never dropped: the last known good view keeps being
+served, with ``error`` set and ``fresh_at`` frozen at the moment the first watch broke. A
+malformed object is skipped and reported in ``details["malformed"]``; it never stops the others.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from kubernetes import client
 
 from bgp_speaker.adapters.kube import client as kclient
 from bgp_speaker.adapters.kube import watching
+from bgp_speaker.adapters.kube.selection import IncrementalSelection
 from bgp_speaker.aiokit import Trigger
 from bgp_speaker.core import kubeovn
+from bgp_speaker.core.kubeovn_facts import RuleKind
 from bgp_speaker.errors import ConfigError
 from bgp_speaker.ports import SourceSnapshot
 from bgp_speaker.settings import KubernetesSourceConfig
@@ -33,11 +38,14 @@ logger = logging.getLogger(__name__)
 
 EIPS = "iptables-eips"
 GATEWAYS = "vpc-nat-gateways"
-RULE_PLURALS: dict[kubeovn.RuleKind, str] = {
+RULE_PLURALS: dict[RuleKind, str] = {
     "fip": "iptables-fip-rules",
     "snat": "iptables-snat-rules",
     "dnat": "iptables-dnat-rules",
 }
+RULE_KIND_OF: dict[str, RuleKind] = {plural: kind for kind, plural in RULE_PLURALS.items()}
+#: How often everything is re-evaluated from scratch to check the incremental verdicts.
+FULL_CHECK_SECONDS = 600.0
 PLURALS = (EIPS, *RULE_PLURALS.values(), GATEWAYS)
 KINDS = {
     EIPS: "IptablesEIP",
@@ -86,6 +94,7 @@ class KubeSource:
         client_config: client.Configuration,
         clock: Callable[[], float] = time.time,
         timing: watching.Timing | None = None,
+        full_check_seconds: float = FULL_CHECK_SECONDS,
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -99,9 +108,10 @@ class KubeSource:
             hold_down_seconds=config.hold_down_seconds,
         )
         self._resources = {plural: _Resource() for plural in PLURALS}
-        self._generation = 0
-        self._hold_down: kubeovn.HoldDown = {}
-        self._cached: tuple[int, kubeovn.Selection] | None = None
+        self._selection = IncrementalSelection(self._options)
+        self._full_check_seconds = full_check_seconds
+        self._last_full: float | None = None
+        self._timer_deadline: float | None = None
         self._malformed: deque[str] = deque(maxlen=20)
         self._malformed_total = 0
         self._trigger: Trigger | None = None
@@ -131,7 +141,7 @@ class KubeSource:
             annotation_prefix=config.annotation_prefix,
             hold_down_seconds=config.hold_down_seconds,
         )
-        self._cached = None
+        self._selection.reconfigure(self._options)
 
     # --- lookups for the event recorder ---------------------------------------------------------
 
@@ -148,23 +158,20 @@ class KubeSource:
     def synced(self) -> bool:
         return all(r.listed for r in self._resources.values())
 
-    def _view(self) -> kubeovn.View:
-        return kubeovn.View(
-            eips=list(self._resources[EIPS].objects.values()),
-            rules={
-                kind: list(self._resources[plural].objects.values()) for kind, plural in RULE_PLURALS.items()
-            },
-            gateway=self.gateway_object(),
-        )
-
     def _select(self, now: float) -> kubeovn.Selection:
-        cached = self._cached
-        if cached is not None and cached[0] == self._generation and not cached[1].held:
-            return cached[1]
-        selection = kubeovn.select(self._view(), options=self._options, hold_down=self._hold_down, now=now)
-        self._hold_down = selection.hold_down
-        self._cached = (self._generation, selection)
-        self._arm_timer(selection.next_deadline, now)
+        if self._last_full is None:
+            self._last_full = now
+        elif now - self._last_full >= self._full_check_seconds:
+            self._last_full = now
+            wrong = self._selection.verify(now)
+            if wrong:
+                logger.warning(
+                    "incremental selection disagreed with a full recomputation; corrected",
+                    extra={"op": "verify", "eips": wrong},
+                )
+        selection = self._selection.select(now)
+        if selection.next_deadline != self._timer_deadline:
+            self._arm_timer(selection.next_deadline, now)
         return selection
 
     def _arm_timer(self, deadline: float | None, now: float) -> None:
@@ -172,14 +179,16 @@ class KubeSource:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_deadline = None
         if deadline is None or self._loop is None or self._trigger is None:
             return
+        self._timer_deadline = deadline
         trigger = self._trigger
         delay = max(0.0, deadline - now) + 0.05
         self._timer = self._loop.call_later(delay, self._hold_down_ended, trigger)
 
     def _hold_down_ended(self, trigger: Trigger) -> None:
-        self._cached = None
+        self._timer, self._timer_deadline = None, None
         trigger.pull("kubernetes:hold-down")
 
     def fresh_at(self, now: float) -> float | None:
@@ -214,6 +223,7 @@ class KubeSource:
             },
             "malformed": list(self._malformed),
             "malformed_total": self._malformed_total,
+            "selection": dict(self._selection.stats),
         }
         gw = self.gateway_object()
         details["gateway_found"] = gw is not None
@@ -239,13 +249,33 @@ class KubeSource:
     # --- the watch loop (loop side) -------------------------------------------------------------
 
     def _changed_store(self, reason: str) -> None:
-        self._generation += 1
         if self._trigger is not None:
             self._trigger.pull(f"kubernetes:{reason}")
+
+    def _feed(self, plural: str, name: str, obj: watching.Obj | None) -> None:
+        """Hand one change (``obj`` None: deleted) to the incremental selection."""
+        if plural == EIPS:
+            if obj is None:
+                self._selection.delete_eip(name)
+            else:
+                self._selection.upsert_eip(obj)
+        elif plural in RULE_KIND_OF:
+            if obj is None:
+                self._selection.delete_rule(RULE_KIND_OF[plural], name)
+            else:
+                self._selection.upsert_rule(RULE_KIND_OF[plural], obj)
+        else:
+            self._selection.gateway_changed()
 
     def replaced(self, plural: str, items: list[watching.Obj], resource_version: str) -> None:
         res = self._resources[plural]
         res.objects = {item["metadata"]["name"]: item for item in items}
+        if plural == EIPS:
+            self._selection.replace_eips(items)
+        elif plural in RULE_KIND_OF:
+            self._selection.replace_rules(RULE_KIND_OF[plural], items)
+        else:
+            self._selection.gateway_changed()
         first = not res.listed
         res.listed = True
         res.resource_version = resource_version
@@ -260,10 +290,12 @@ class KubeSource:
     def changed(self, plural: str, kind: str, obj: watching.Obj) -> None:
         res = self._resources[plural]
         name = obj["metadata"]["name"]
-        if kind == "DELETED":
+        deleted = kind == "DELETED"
+        if deleted:
             res.objects.pop(name, None)
         else:
             res.objects[name] = obj
+        self._feed(plural, name, None if deleted else obj)
         res.events += 1
         res.resource_version = str(obj["metadata"].get("resourceVersion", res.resource_version))
         res.fresh_at = self._clock()
