@@ -1,15 +1,21 @@
-"""Shared pieces of the router runners: neighbor spec, route and peer records, polling, kernel routes."""
+"""Shared pieces of the router runners: base class, neighbor spec, route and peer records, polling."""
 
 from __future__ import annotations
 
+import abc
 import ipaddress
+import logging
 import re
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from pathlib import Path
+from typing import ClassVar, Literal, Self, TypeVar
 
 from tests.lab.netns import LabError, Netns
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -120,3 +126,108 @@ def kernel_routes(
         else:
             result[dst] = f"dev {entry.get('dev', '')}"
     return result
+
+
+class RouterRunner(abc.ABC):
+    """What every router runner shares: a namespace, a work directory, daemons started in order.
+
+    A subclass names itself (:attr:`kind`, which also names the work directory), its main daemon
+    (:attr:`daemon`, the one :attr:`proc` gives) and its config file (:attr:`config_name`), and provides
+    :meth:`render` (the config text), :meth:`_launch` (start the daemons with :meth:`_spawn`),
+    :meth:`_answers` (the daemon answers queries) and :meth:`peer_state`. :meth:`start` writes the config,
+    launches and waits until the daemons answer; any of them exiting meanwhile raises
+    :class:`RouterError` with the tail of the logs.
+
+    Every ``*.log`` and ``*.out`` file of the work directory is a log: each daemon's output goes to
+    ``<name>.out``.
+    """
+
+    kind: ClassVar[str]
+    daemon: ClassVar[str]
+    config_name: ClassVar[str]
+    start_timeout: ClassVar[float] = 20.0
+
+    def __init__(
+        self,
+        ns: Netns,
+        *,
+        router_id: str,
+        local_as: int,
+        neighbors: Sequence[Neighbor] = (),
+        workdir: Path | None = None,
+    ) -> None:
+        self.ns = ns
+        self.router_id = router_id
+        self.local_as = local_as
+        self.neighbors = list(neighbors)
+        self.workdir = workdir or ns.lab.tmpdir(f"{self.kind}-{ns.short}")
+        self.config_path = self.workdir / self.config_name
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The main daemon's process, once started."""
+        return self.procs.get(self.daemon)
+
+    @abc.abstractmethod
+    def render(self) -> str:
+        """The text of :attr:`config_path`."""
+
+    @abc.abstractmethod
+    def _launch(self, *, timeout: float) -> None:
+        """Start the daemons (config already written); waits for what a later daemon depends on."""
+
+    @abc.abstractmethod
+    def _answers(self) -> bool:
+        """True once the main daemon answers queries."""
+
+    @abc.abstractmethod
+    def peer_state(self, address: str) -> PeerState:
+        """Session state of the neighbor ``address``."""
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self, *, timeout: float | None = None) -> Self:
+        """Write the config, start the daemons and wait until they answer (``start_timeout`` by default)."""
+        timeout = self.start_timeout if timeout is None else timeout
+        self.config_path.write_text(self.render())
+        self._launch(timeout=timeout)
+        wait_for(self._ready, timeout=timeout, message=f"{self.daemon} in {self.ns.short} ready")
+        logger.info("router started", extra={"op": "start", "router": self.kind, "netns": self.ns.name})
+        return self
+
+    def _spawn(self, name: str, argv: Sequence[str]) -> None:
+        """Start one daemon in the namespace, its output to ``<workdir>/<name>.out``."""
+        with (self.workdir / f"{name}.out").open("wb") as out:
+            self.procs[name] = self.ns.popen(argv, stdout=out)
+
+    def _check_running(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RouterError(f"{name} exited with {proc.returncode}: {self.log_tail()}")
+
+    def _ready(self) -> bool:
+        self._check_running()
+        return self._answers()
+
+    def stop(self) -> None:
+        """Stop the daemons, the last started first."""
+        for name in reversed(list(self.procs)):
+            self.ns.lab.stop_process(self.procs.pop(name))
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of every log in the work directory, each under its file name."""
+        paths = sorted(self.workdir.glob("*.log")) + sorted(self.workdir.glob("*.out"))
+        return "\n".join(
+            f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            for path in paths
+        )
+
+    # -- queries ---------------------------------------------------------------------------------------
+
+    def wait_established(self, address: str, *, timeout: float = 30.0) -> PeerState:
+        return wait_for(
+            lambda: (s := self.peer_state(address)).established and s,
+            timeout=timeout,
+            message=f"{self.kind} session with {address} Established",
+        )

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import re
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.lab.base import Neighbor, PeerState, Route, RouterError, kernel_routes, wait_for
+from tests.lab.base import Neighbor, PeerState, Route, RouterError, RouterRunner, kernel_routes
 from tests.lab.netns import Netns
-
-logger = logging.getLogger(__name__)
 
 _PROTO_RE = re.compile(
     r"^(?P<name>\S+)\s+(?P<proto>\S+)\s+(?P<table>\S+)\s+(?P<state>\S+)\s+"
@@ -23,7 +19,7 @@ _ROUTE_HEAD_RE = re.compile(
 _PAIR_RE = re.compile(r"\(([^)]*)\)")
 
 
-class Bird:
+class Bird(RouterRunner):
     """One BIRD 2 daemon in ``ns`` (``bird -f``), with its control socket in ``workdir``.
 
     Neighbors are named after their address (:attr:`Neighbor.ident`). Routes learned from them are
@@ -31,6 +27,9 @@ class Bird:
     """
 
     kind = "bird"
+    daemon = "bird"
+    config_name = "bird.conf"
+    start_timeout = 15.0
 
     def __init__(
         self,
@@ -43,17 +42,11 @@ class Bird:
         kernel_export: bool = True,
         extra_config: str = "",
     ) -> None:
-        self.ns = ns
-        self.router_id = router_id
-        self.local_as = local_as
-        self.neighbors = list(neighbors)
+        super().__init__(ns, router_id=router_id, local_as=local_as, neighbors=neighbors, workdir=workdir)
         self.kernel_export = kernel_export
         self.extra_config = extra_config
-        self.workdir = workdir or ns.lab.tmpdir(f"bird-{ns.short}")
-        self.config_path = self.workdir / "bird.conf"
         self.socket = self.workdir / "bird.ctl"
         self.log_path = self.workdir / "bird.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     # -- config ----------------------------------------------------------------------------------------
 
@@ -105,29 +98,12 @@ class Bird:
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
-    def start(self, *, timeout: float = 15.0) -> Bird:
-        self.config_path.write_text(self.render())
+    def _launch(self, *, timeout: float) -> None:
         self.ns.run(["bird", "-p", "-c", str(self.config_path)])  # parse only: clear error on a bad config
-        self.proc = self.ns.popen(
-            [
-                "bird",
-                "-f",
-                "-c",
-                str(self.config_path),
-                "-s",
-                str(self.socket),
-                "-P",
-                str(self.workdir / "bird.pid"),
-            ],
-            stdout=(self.workdir / "bird.out").open("wb"),
-        )
-        wait_for(self._ready, timeout=timeout, message=f"bird in {self.ns.short} ready")
-        logger.info("bird started", extra={"op": "start", "netns": self.ns.name})
-        return self
+        argv = ["bird", "-f", "-c", str(self.config_path), "-s", str(self.socket)]
+        self._spawn("bird", [*argv, "-P", str(self.workdir / "bird.pid")])
 
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RouterError(f"bird exited with {self.proc.returncode}: {self.log_tail()}")
+    def _answers(self) -> bool:
         if not self.socket.exists():
             return False
         return "Daemon is up and running" in self.birdc("show", "status", check=False)
@@ -139,17 +115,6 @@ class Bird:
         out = self.birdc("configure")
         if "Reconfigured" not in out and "Reconfiguration in progress" not in out:
             raise RouterError(f"bird reconfigure failed: {out}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.ns.lab.stop_process(self.proc)
-            self.proc = None
-
-    def log_tail(self, lines: int = 30) -> str:
-        texts = [
-            p.read_text(errors="replace") for p in (self.log_path, self.workdir / "bird.out") if p.exists()
-        ]
-        return "\n".join("\n".join(t.splitlines()[-lines:]) for t in texts)
 
     # -- queries ---------------------------------------------------------------------------------------
 
@@ -181,13 +146,6 @@ class Bird:
             return self.protocols()[address]
         except KeyError:
             raise RouterError(f"bird has no neighbor {address}") from None
-
-    def wait_established(self, address: str, *, timeout: float = 30.0) -> PeerState:
-        return wait_for(
-            lambda: (s := self.peer_state(address)).established and s,
-            timeout=timeout,
-            message=f"bird session with {address} Established",
-        )
 
     def routes(self, *, family: int | None = None, peer: str | None = None) -> list[Route]:
         """Routes learned over BGP, from ``birdc show route all`` (optionally of one neighbor)."""

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.lab.base import Neighbor, PeerState, Route, RouterError, kernel_routes, wait_for
+from tests.lab.base import Neighbor, PeerState, Route, RouterError, RouterRunner, kernel_routes, wait_for
 from tests.lab.netns import Netns
-
-logger = logging.getLogger(__name__)
 
 FRR_LIBDIR = Path("/usr/lib/frr")
 FRR_USER = "frr"
 
 
-class Frr:
+class Frr(RouterRunner):
     """zebra and bgpd in ``ns``; every socket, pid file and log lives in ``workdir``.
 
     Per-namespace isolation comes from ``-z <workdir>/zserv.api`` (zebra's API socket),
@@ -28,6 +24,8 @@ class Frr:
     """
 
     kind = "frr"
+    daemon = "bgpd"
+    config_name = "bgpd.conf"
 
     def __init__(
         self,
@@ -40,17 +38,12 @@ class Frr:
         kernel_install: bool = True,
         extra_config: str = "",
     ) -> None:
-        self.ns = ns
-        self.router_id = router_id
-        self.local_as = local_as
-        self.neighbors = list(neighbors)
+        super().__init__(ns, router_id=router_id, local_as=local_as, neighbors=neighbors, workdir=workdir)
         self.kernel_install = kernel_install
         self.extra_config = extra_config
-        self.workdir = workdir or ns.lab.tmpdir(f"frr-{ns.short}")
         self.zserv = self.workdir / "zserv.api"
         # The daemons drop to the packaged "frr" user (root is not in the "frrvty" group they require).
         shutil.chown(self.workdir, user=FRR_USER, group=FRR_USER)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def render(self) -> str:
         lines = [
@@ -106,53 +99,26 @@ class Frr:
             f"file:{self.workdir / (daemon + '.out.log')}",
         ]
 
-    def start(self, *, timeout: float = 20.0) -> Frr:
+    def _launch(self, *, timeout: float) -> None:
         zebra_conf = self.workdir / "zebra.conf"
         zebra_conf.write_text(f"hostname {self.ns.short}\n!\n")
-        bgpd_conf = self.workdir / "bgpd.conf"
-        bgpd_conf.write_text(self.render())
-        self.procs["zebra"] = self.ns.popen(
-            self._daemon_argv("zebra", zebra_conf), stdout=(self.workdir / "zebra.stdout").open("wb")
-        )
-        wait_for(
-            lambda: self._alive() and self.zserv.exists(),
-            timeout=timeout,
-            message=f"zebra socket in {self.ns.short}",
-        )
-        bgpd = self._daemon_argv("bgpd", bgpd_conf)
+        self._spawn("zebra", self._daemon_argv("zebra", zebra_conf))
+
+        def zserv_up() -> bool:
+            self._check_running()
+            return self.zserv.exists()
+
+        wait_for(zserv_up, timeout=timeout, message=f"zebra socket in {self.ns.short}")
+        bgpd = self._daemon_argv("bgpd", self.config_path)
         if not self.kernel_install:
             bgpd.append("-n")
-        self.procs["bgpd"] = self.ns.popen(bgpd, stdout=(self.workdir / "bgpd.stdout").open("wb"))
-        wait_for(self._ready, timeout=timeout, message=f"bgpd in {self.ns.short} ready")
-        logger.info("frr started", extra={"op": "start", "netns": self.ns.name})
-        return self
+        self._spawn("bgpd", bgpd)
 
-    def _alive(self) -> bool:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise RouterError(f"{name} exited with {proc.returncode}: {self.log_tail()}")
-        return True
-
-    def _ready(self) -> bool:
-        self._alive()
+    def _answers(self) -> bool:
         if not (self.workdir / "bgpd.vty").exists():
             return False
         out = self.vtysh("show bgp summary json", check=False)
         return out.lstrip().startswith("{")
-
-    def stop(self) -> None:
-        for name in ("bgpd", "zebra"):
-            proc = self.procs.pop(name, None)
-            if proc is not None:
-                self.ns.lab.stop_process(proc)
-
-    def log_tail(self, lines: int = 30) -> str:
-        out = []
-        for path in sorted(self.workdir.glob("*.log")) + sorted(self.workdir.glob("*.stdout")):
-            out.append(
-                f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-            )
-        return "\n".join(out)
 
     # -- queries ---------------------------------------------------------------------------------------
 
@@ -186,13 +152,6 @@ class Frr:
             since=since,
             info="" if established else str(info.get("lastResetDueTo", "")),
             extra={"establishedTransitions": str(transitions)},
-        )
-
-    def wait_established(self, address: str, *, timeout: float = 30.0) -> PeerState:
-        return wait_for(
-            lambda: (s := self.peer_state(address)).established and s,
-            timeout=timeout,
-            message=f"frr session with {address} Established",
         )
 
     def routes(self, *, family: int = 4) -> list[Route]:

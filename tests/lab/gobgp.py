@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.lab import mrt
-from tests.lab.base import Neighbor, PeerState, Route, RouterError, wait_for
+from tests.lab.base import Neighbor, PeerState, Route, RouterError, RouterRunner
 from tests.lab.netns import Netns
 
 logger = logging.getLogger(__name__)
@@ -34,10 +34,12 @@ _ATTR_ORIGIN, _ATTR_AS_PATH, _ATTR_NEXT_HOP, _ATTR_MED, _ATTR_LOCAL_PREF = 1, 2,
 _ATTR_COMMUNITIES, _ATTR_MP_REACH, _ATTR_LARGE = 8, 14, 32
 
 
-class GoBgp:
+class GoBgp(RouterRunner):
     """One ``gobgpd`` in ``ns``. Sessions start fast: ``connect-retry`` is 1 s."""
 
     kind = "gobgp"
+    daemon = "gobgpd"
+    config_name = "gobgpd.toml"
 
     def __init__(
         self,
@@ -50,15 +52,9 @@ class GoBgp:
         listen_port: int = 179,
         workdir: Path | None = None,
     ) -> None:
-        self.ns = ns
-        self.router_id = router_id
-        self.local_as = local_as
-        self.neighbors = list(neighbors)
+        super().__init__(ns, router_id=router_id, local_as=local_as, neighbors=neighbors, workdir=workdir)
         self.api_port = api_port
         self.listen_port = listen_port
-        self.workdir = workdir or ns.lab.tmpdir(f"gobgp-{ns.short}")
-        self.config_path = self.workdir / "gobgpd.toml"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def render(self) -> str:
         lines = [
@@ -104,9 +100,9 @@ class GoBgp:
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
-    def start(self, *, timeout: float = 20.0) -> GoBgp:
-        self.config_path.write_text(self.render())
-        self.proc = self.ns.popen(
+    def _launch(self, *, timeout: float) -> None:
+        self._spawn(
+            "gobgpd",
             [
                 "gobgpd",
                 "-f",
@@ -119,25 +115,10 @@ class GoBgp:
                 f"--api-hosts=127.0.0.1:{self.api_port}",
                 "--pprof-disable",
             ],
-            stdout=(self.workdir / "gobgpd.log").open("wb"),
         )
-        wait_for(self._ready, timeout=timeout, message=f"gobgpd in {self.ns.short} ready")
-        logger.info("gobgpd started", extra={"op": "start", "netns": self.ns.name})
-        return self
 
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RouterError(f"gobgpd exited with {self.proc.returncode}: {self.log_tail()}")
+    def _answers(self) -> bool:
         return self.gobgp("global", check=False).returncode == 0
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.ns.lab.stop_process(self.proc)
-            self.proc = None
-
-    def log_tail(self, lines: int = 30) -> str:
-        path = self.workdir / "gobgpd.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     # -- CLI -------------------------------------------------------------------------------------------
 
@@ -166,13 +147,6 @@ class GoBgp:
         timers = data.get("timers", {}).get("state", {}) if isinstance(data, dict) else {}
         since = str(timers.get("uptime", {}).get("seconds", "")) if established else ""
         return PeerState(address=address, state=session, established=established, since=since)
-
-    def wait_established(self, address: str, *, timeout: float = 30.0) -> PeerState:
-        return wait_for(
-            lambda: (s := self.peer_state(address)).established and s,
-            timeout=timeout,
-            message=f"gobgp session with {address} Established",
-        )
 
     def routes(self, *, family: int = 4) -> list[Route]:
         """Paths in the global RIB (``gobgp global rib -a ipv4|ipv6 -j``)."""
