@@ -69,7 +69,10 @@ Observer = Callable[[PassReport], None]
 
 
 def _prefixes(rib: Mapping[PeerId, Mapping[IPNetwork, RouteAttributes]]) -> set[IPNetwork]:
-    return {prefix for peer_rib in rib.values() for prefix in peer_rib}
+    # set.update from a dict reuses the hashes it holds (a network's __hash__ is slow Python).
+    prefixes: set[IPNetwork] = set()
+    prefixes.update(*rib.values())
+    return prefixes
 
 
 class Reconciler:

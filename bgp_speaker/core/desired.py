@@ -7,7 +7,10 @@ caller can log it, count it and show it in ``/status`` without re-deriving anyth
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 
 from bgp_speaker.core.model import (
     AttributeOverrides,
@@ -58,8 +61,42 @@ def merge_attributes(
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _merged(
+    next_hop: IPAddress, defaults: AttributeOverrides, overrides: AttributeOverrides
+) -> RouteAttributes:
+    """:func:`merge_attributes`, memoised: unchanged candidates get the very same attribute object on
+    every pass, so comparing it with what is announced is an identity check."""
+    return merge_attributes(next_hop=next_hop, defaults=defaults, overrides=overrides)
+
+
 def _pool_text(pools: tuple[IPNetwork, ...]) -> str:
     return ", ".join(str(p) for p in pools) if pools else "none configured"
+
+
+@dataclass(slots=True)
+class _Lane:
+    """Everything one address family needs per candidate, worked out once per pass."""
+
+    family: Family
+    pools: list[tuple[int, int]]
+    next_hop: IPAddress | None
+    carried: bool
+    defaults: AttributeOverrides
+    rib: dict[IPNetwork, RouteAttributes] = field(default_factory=dict)
+    last: tuple[AttributeOverrides, RouteAttributes] | None = None
+
+    def attributes(self, overrides: AttributeOverrides) -> RouteAttributes:
+        last = self.last
+        if last is not None and last[0] is overrides:
+            return last[1]
+        assert self.next_hop is not None
+        try:
+            attributes = _merged(self.next_hop, self.defaults, overrides)
+        except TypeError:  # overrides holding a list: correct, only not shareable
+            return merge_attributes(next_hop=self.next_hop, defaults=self.defaults, overrides=overrides)
+        self.last = (overrides, attributes)
+        return attributes
 
 
 def compute(
@@ -76,82 +113,79 @@ def compute(
     """
     current = current or {}
     refusals: list[Refusal] = []
-    accepted: dict[IPNetwork, tuple[RouteAttributes, str]] = {}
     origins: dict[IPAddress, str] = {}
-    # Hot loop (runs over every candidate on every pass): pools as (version, mask, network)
-    # integers, and one merged attribute set per distinct (next hop, overrides).
-    pools = [(p.version, int(p.netmask), int(p.network_address)) for p in policy.pools]
-    merged: dict[tuple[IPAddress, AttributeOverrides], RouteAttributes] = {}
+    # Hot loop (runs over every candidate on every pass): per family, the pools as (mask,
+    # network) integers, the next hop, whether any peer carries it, and its accepted routes.
+    v4, v6 = (
+        _Lane(
+            family=family,
+            pools=[(int(p.netmask), int(p.network_address)) for p in policy.pools if family_of(p) is family],
+            next_hop=next_hops.for_family(family),
+            carried=any(family in p.families for p in policy.peers),
+            defaults=policy.defaults,
+        )
+        for family in (Family.IPV4, Family.IPV6)
+    )
+    accepted: list[tuple[IPNetwork, str]] = []
 
     for candidate in candidates:
-        address = candidate.address
-        if address in origins:
-            refusals.append(
-                Refusal(
-                    address=str(address),
-                    origin=candidate.origin,
-                    reason=f"duplicate of {origins[address]}",
-                )
-            )
+        address, origin = candidate.address, candidate.origin
+        known = len(origins)
+        first = origins.setdefault(address, origin)
+        if len(origins) == known:
+            refusals.append(Refusal(address=str(address), origin=origin, reason=f"duplicate of {first}"))
             continue
-        origins[address] = candidate.origin
-        version, value = address.version, int(address)
-        for pool_version, mask, net in pools:
-            if pool_version == version and value & mask == net:
+        lane = v4 if isinstance(address, IPv4Address) else v6
+        value = int(address)
+        for mask, net in lane.pools:
+            if value & mask == net:
                 break
         else:
             refusals.append(
                 Refusal(
                     address=str(address),
-                    origin=candidate.origin,
+                    origin=origin,
                     reason=f"outside the allowed pools ({_pool_text(policy.pools)})",
                 )
             )
             continue
-        family = family_of(address)
-        next_hop = next_hops.for_family(family)
-        if next_hop is None:
+        family = lane.family
+        if lane.next_hop is None:
             refusals.append(
                 Refusal(
                     address=str(address),
-                    origin=candidate.origin,
+                    origin=origin,
                     reason=f"no {family.value} next hop: the interconnect interface has no "
                     f"{family.value} address and no next-hop override is configured",
                 )
             )
             continue
-        if not any(family in p.families for p in policy.peers):
+        if not lane.carried:
             refusals.append(
-                Refusal(
-                    address=str(address), origin=candidate.origin, reason=f"no peer carries {family.value}"
-                )
+                Refusal(address=str(address), origin=origin, reason=f"no peer carries {family.value}")
             )
             continue
-        key = (next_hop, candidate.overrides)
-        try:
-            attributes = merged[key]
-        except KeyError:
-            attributes = merged[key] = merge_attributes(
-                next_hop=next_hop, defaults=policy.defaults, overrides=candidate.overrides
-            )
-        except TypeError:  # overrides holding a list: correct, only not shareable
-            attributes = merge_attributes(
-                next_hop=next_hop, defaults=policy.defaults, overrides=candidate.overrides
-            )
-        accepted[host_prefix(address)] = (attributes, candidate.origin)
+        prefix = host_prefix(address)
+        lane.rib[prefix] = lane.attributes(candidate.overrides)
+        accepted.append((prefix, origin))
 
     routes: dict[PeerId, RibOut] = {}
+    origin_of: dict[IPNetwork, str] | None = None
     for peer in policy.peers:
-        rib = {p: a for p, (a, _) in accepted.items() if family_of(p) in peer.families}
+        rib = {
+            **(v4.rib if Family.IPV4 in peer.families else {}),
+            **(v6.rib if Family.IPV6 in peer.families else {}),
+        }
         cap = peer.max_prefixes
         if cap is not None and len(rib) > cap:
+            origin_of = origin_of or dict(accepted)
             announced = current.get(peer.peer, {})
             order = sorted(rib, key=lambda p: (p not in announced, prefix_sort_key(p)))
             for prefix in order[cap:]:
                 refusals.append(
                     Refusal(
                         address=str(prefix.network_address),
-                        origin=accepted[prefix][1],
+                        origin=origin_of[prefix],
                         reason=f"prefix cap of {cap} reached for peer {peer.peer}",
                         peer=peer.peer,
                     )

@@ -9,7 +9,7 @@ withdraw-then-announce that would open a gap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from bgp_speaker.core.desired import prefix_sort_key
 from bgp_speaker.core.model import (
@@ -32,17 +32,27 @@ def _attr_key(attributes: RouteAttributes) -> str:
     return repr(attributes)
 
 
+def _missing(have: RibOut, want: RibOut) -> Iterable[IPNetwork]:
+    """The prefixes of ``have`` not in ``want``. With plain dicts this is a set difference that
+    reuses the hashes the dicts hold (a network's ``__hash__`` is Python code, and slow)."""
+    if type(have) is dict and type(want) is dict:
+        return set(have).difference(want)
+    return [p for p in have if p not in want]
+
+
 def diff(*, desired: Mapping[PeerId, RibOut], actual: Mapping[PeerId, RibOut]) -> Plan:
     steps: list[Step] = []
     for peer in sorted(set(desired) | set(actual), key=_peer_key):
         want = desired.get(peer, {})
         have = actual.get(peer, {})
-        gone = sorted((p for p in have if p not in want), key=prefix_sort_key)
+        gone = sorted(_missing(have, want), key=prefix_sort_key)
         if gone:
             steps.append(Withdraw(peer=peer, prefixes=tuple(gone)))
         groups: dict[RouteAttributes, list[IPNetwork]] = {}
         for prefix, attributes in want.items():
-            if have.get(prefix) != attributes:
+            held = have.get(prefix)
+            # Unchanged routes usually carry the very object announced last time.
+            if held is not attributes and held != attributes:
                 groups.setdefault(attributes, []).append(prefix)
         for attributes in sorted(groups, key=_attr_key):
             prefixes = sorted(groups[attributes], key=prefix_sort_key)
