@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bgp_speaker.adapters.kube.selection import IncrementalSelection
 from bgp_speaker.core import kubeovn
 from tests.bench import common as c
 from tests.kubeapi import kubeovn as ko
@@ -227,8 +228,10 @@ def cold_start(ctx: Ctx, total: int, *, have: int, extra: int) -> tuple[list[lis
     return rows, latency
 
 
-def selection_cost(ctx: Ctx, *, runs: int = 5) -> tuple[int, float]:
-    """The pure selection over everything in the store, in this process (median of ``runs``)."""
+def selection_cost(ctx: Ctx, *, runs: int = 5, events: int = 200) -> tuple[int, float, float]:
+    """In this process: the pure selection over everything in the store (median of ``runs``), and
+    the incremental selection's cost of one FIP rule readiness change + selection on that store
+    (median of ``events``), the daemon's work per binding before desired state and diff."""
 
     def view() -> kubeovn.View:
         server = ctx.api.server
@@ -245,7 +248,20 @@ def selection_cost(ctx: Ctx, *, runs: int = 5) -> tuple[int, float]:
         t0 = time.perf_counter()
         kubeovn.select(snapshot, options=options, hold_down={}, now=time.time())
         timings.append(time.perf_counter() - t0)
-    return len(snapshot.eips), statistics.median(timings)
+    incremental = IncrementalSelection(options)
+    incremental.replace_eips(snapshot.eips)
+    for kind, rules in snapshot.rules.items():
+        incremental.replace_rules(kind, rules)
+    incremental.select(time.time())
+    per_event = []
+    for k, rule in enumerate(list(snapshot.rules.get("fip", ()))[:events]):
+        changed = {**rule, "metadata": {**rule["metadata"], "resourceVersion": f"bench-{k}"}}
+        changed["status"] = {**rule["status"], "ready": not rule["status"].get("ready")}
+        t0 = time.perf_counter()
+        incremental.upsert_rule("fip", changed)
+        incremental.select(time.time())
+        per_event.append(time.perf_counter() - t0)
+    return len(snapshot.eips), statistics.median(timings), statistics.median(per_event) if per_event else 0.0
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -279,7 +295,7 @@ def run(*, quick: bool) -> list[c.Table]:
             cold_rows, big = _section(
                 "cold start", lambda: cold_start(ctx, total, have=bindings, extra=extra)
             )
-            n_eips, select_s = _section("selection cost", lambda: selection_cost(ctx))
+            n_eips, select_s, event_s = _section("selection cost", lambda: selection_cost(ctx))
     latencies = facts["latencies"]
     p99 = c.percentile(latencies, 99) if latencies else None
     verdict = "–" if p99 is None else ("met" if p99 <= TARGET_P99 else "missed")
@@ -297,6 +313,10 @@ def run(*, quick: bool) -> list[c.Table]:
             [
                 *cold_rows,
                 [f"one full selection over {n_eips} EIPs and their rules (in process)", c.fmt_ms(select_s)],
+                [
+                    f"one FIP readiness change + incremental selection over {n_eips} EIPs (in process)",
+                    c.fmt_ms(event_s),
+                ],
                 [
                     f"p99 binding latency with {bindings} EIPs: target ≤ 100 ms",
                     f"{c.fmt_ms(p99)} ({verdict})",
