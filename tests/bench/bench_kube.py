@@ -13,30 +13,28 @@ the route. Nothing polls the kernel table while a latency is measured. Nothing h
 
 from __future__ import annotations
 
-import os
 import statistics
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bgp_speaker.adapters.kube.selection import IncrementalSelection
 from bgp_speaker.core import kubeovn
 from tests.bench import common as c
+from tests.bench.arrivals import kernel_count
 from tests.kubeapi import kubeovn as ko
 from tests.lab.bird import Bird
 from tests.lab.kubelab import KubeApi, RouteMonitor
 from tests.lab.netns import Lab
 from tests.lab.speaker import SpeakerProcess
-from tests.lab.topology import Gateway, Topology, build
+from tests.lab.topology import Gateway, Topology
 
 TARGET_P99 = 0.100
 CHUNK = 500  # objects written per call on the API server's loop
 
 
-def log(text: str) -> None:
-    print(f"[bench kube] {text}", file=sys.stderr, flush=True)
+log = c.Log("bench kube")
 
 
 @dataclass
@@ -86,41 +84,18 @@ def add_bound_objects(ctx: Ctx, addresses: Sequence[str], *, offset: int, fip_re
 
 
 def new_speaker(ctx: Ctx) -> SpeakerProcess:
-    return SpeakerProcess.create(
-        ctx.gw.ns,
-        local_as=ctx.topo.gateway_as,
-        peers=[{"address": ctx.topo.core_v4, "asn": ctx.topo.core_as}],
-        pools=[c.BENCH_POOL_V4],
-        source=ctx.api.source_config(gateway=ctx.gw.name, policy="bound"),
-        extra={
-            "logging": {"level": "INFO"},
-            "shutdown": {"graceful_shutdown": False, "drain_seconds": 0},
-        },
-    )
+    return c.new_speaker(ctx.topo, ctx.gw, source=ctx.api.source_config(gateway=ctx.gw.name, policy="bound"))
 
 
 def launch(speaker: SpeakerProcess) -> float:
     """Start the daemon without polling its status endpoint; returns the wall-clock start time."""
-    log_file = speaker.log_path.open("ab")
-    t0 = time.time()
-    speaker.proc = speaker.ns.popen(
-        [sys.executable, "-m", "bgp_speaker", "run", "--config", str(speaker.config_path)],
-        stdout=log_file,
-        stderr=-2,  # subprocess.STDOUT
-        env=speaker.env,
-    )
-    log_file.close()
-    return t0
+    return c.launch(speaker, clock=time.time)
 
 
 def stop(ctx: Ctx, speaker: SpeakerProcess) -> None:
-    if speaker.proc is not None and speaker.proc.poll() is None:
-        try:
-            speaker.stop(timeout=120)
-        except AssertionError as exc:
-            log(f"speaker stop: {exc}")
+    c.stop_speaker(speaker, timeout=120, log=log)
     deadline = time.monotonic() + 120
-    while c.kernel_count(ctx.topo.core) and time.monotonic() < deadline:
+    while kernel_count(ctx.topo.core) and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
@@ -194,7 +169,7 @@ def cold_start(ctx: Ctx, total: int, *, have: int, extra: int) -> tuple[list[lis
             last = None
         events = ctx.mon.events[mark:]
         first = min((e.at for e in events if e.added and e.prefix in wanted), default=None)
-        installed = c.kernel_count(ctx.topo.core)
+        installed = kernel_count(ctx.topo.core)
         note = " (the route monitor lost notifications)" if ctx.mon.overflow else ""
         doc = speaker.wait_status(lambda d: d["source"]["synced"], timeout=60)
         reconcile = doc.get("last_reconcile") or {}
@@ -267,35 +242,16 @@ def selection_cost(ctx: Ctx, *, runs: int = 5, events: int = 200) -> tuple[int, 
 # --- entry point ----------------------------------------------------------------------------------
 
 
-def _section(name: str, fn: Callable[[], Any]) -> Any:
-    started = time.monotonic()
-    log(f"-- {name}")
-    try:
-        return fn()
-    finally:
-        log(f"-- {name} took {time.monotonic() - started:.1f} s")
-
-
 def run(*, quick: bool) -> list[c.Table]:
-    if os.geteuid() != 0:
-        raise SystemExit("the benchmarks need root (network namespaces)")
     bindings = 100 if quick else 200
     total = 1_000 if quick else 10_000
     extra = 20 if quick else 50
-    with Lab() as lab:
-        topo = build(lab, gateways=1, router=None)
-        gw = topo.gateway(1)
-        # An active core brings the session up at once; ExaBGP does not listen, it connects out.
-        core = topo.start_router("bird", neighbors=[topo.neighbor(gw, passive=False)])
-        assert isinstance(core, Bird)
-        with KubeApi(gw.ns) as api, RouteMonitor(topo.core) as mon:
-            api.run(api.controller.create_gateway(gw.name, lan_ip=gw.eth0_v4))
-            ctx = Ctx(lab=lab, topo=topo, gw=gw, core=core, api=api, mon=mon, quick=quick)
-            small, facts = _section("binding latency", lambda: binding_latency(ctx, bindings))
-            cold_rows, big = _section(
-                "cold start", lambda: cold_start(ctx, total, have=bindings, extra=extra)
-            )
-            n_eips, select_s, event_s = _section("selection cost", lambda: selection_cost(ctx))
+    with c.bird_lab() as (lab, topo, gw, core), KubeApi(gw.ns) as api, RouteMonitor(topo.core) as mon:
+        api.run(api.controller.create_gateway(gw.name, lan_ip=gw.eth0_v4))
+        ctx = Ctx(lab=lab, topo=topo, gw=gw, core=core, api=api, mon=mon, quick=quick)
+        small, facts = log.section("binding latency", lambda: binding_latency(ctx, bindings))
+        cold_rows, big = log.section("cold start", lambda: cold_start(ctx, total, have=bindings, extra=extra))
+        n_eips, select_s, event_s = log.section("selection cost", lambda: selection_cost(ctx))
     latencies = facts["latencies"]
     p99 = c.percentile(latencies, 99) if latencies else None
     verdict = "–" if p99 is None else ("met" if p99 <= TARGET_P99 else "missed")

@@ -13,172 +13,43 @@ command at once (one ``announce route`` per prefix, or 500-prefix ``announce att
 from __future__ import annotations
 
 import json
-import os
 import random
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
 from bgp_speaker.adapters import filesource
 from tests.bench import common as c
-from tests.lab import exaspeaker, mrt, routers
-from tests.lab.base import Neighbor
-from tests.lab.bird import Bird
-from tests.lab.gobgp import GoBgp
-from tests.lab.netns import Lab
-from tests.lab.speaker import SpeakerProcess
-from tests.lab.topology import Gateway, Topology, build
+from tests.bench.arrivals import RouteMonitor
+from tests.bench.procs import idle_cpu_percent, memory_by_role
+from tests.bench.references import references
+from tests.bench.speaker_lab import (
+    DEFAULT_KNOBS,
+    REPEATS,
+    Ctx,
+    eips_json,
+    launch,
+    log,
+    measure_bulk,
+    measure_withdraw_all,
+    median_run,
+    new_speaker,
+    replace_file,
+    running_speaker,
+    sizes,
+    stop_speaker,
+    wait_all,
+)
 
 TARGETS = {1_000: None, 10_000: 1.0, 100_000: 12.0}
 TARGET_P99 = 0.050
 TARGET_IDLE_PCT = 3.0
 TARGET_RSS_MIB = 120.0
-DEFAULT_KNOBS: Mapping[str, float] = {"reactor_speed": 1.0, "batch_size": 48, "window": 8}
-REPEATS = 3
-
-
-def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median time (a run that never finished counts as the slowest)."""
-    ordered = sorted(runs, key=lambda r: float("inf") if r["seconds"] is None else r["seconds"])
-    return ordered[(len(ordered) - 1) // 2]
-
-
-def log(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Ctx:
-    lab: Lab
-    topo: Topology
-    gw: Gateway
-    core: Bird
-    mon: c.RouteMonitor
-    quick: bool
-    runtime: c.Runtime
-
-    @property
-    def bird_pid(self) -> int:
-        assert self.core.proc is not None
-        return self.core.proc.pid
-
-
-def eips_json(addresses: Sequence[str]) -> str:
-    return json.dumps({"eips": [{"ip": a} for a in addresses]})
-
-
-def replace_file(path: Path, text: str) -> float:
-    """Write ``text`` beside ``path``, then rename it into place; returns the monotonic rename time."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    t0 = time.monotonic()
-    os.replace(tmp, path)
-    return t0
-
-
-def new_speaker(
-    ctx: Ctx, *, eips: Sequence[str] = (), knobs: Mapping[str, float] | None = None
-) -> SpeakerProcess:
-    speaker = SpeakerProcess.create(
-        ctx.gw.ns,
-        local_as=ctx.topo.gateway_as,
-        peers=[{"address": ctx.topo.core_v4, "asn": ctx.topo.core_as}],
-        pools=[c.BENCH_POOL_V4],
-        extra={
-            "logging": {"level": "INFO"},
-            "shutdown": {"graceful_shutdown": False, "drain_seconds": 0},
-            "exabgp": {**(knobs or DEFAULT_KNOBS), "command": list(ctx.runtime.exabgp_command)},
-        },
-        env=ctx.runtime.env,
-    )
-    speaker.eips_path.write_text(eips_json(eips))
-    return speaker
-
-
-def launch(ctx: Ctx, speaker: SpeakerProcess) -> float:
-    """Start the daemon without polling its status endpoint (that would cost CPU we measure)."""
-    log_file = speaker.log_path.open("ab")
-    t0 = time.monotonic()
-    speaker.proc = speaker.ns.popen(
-        [ctx.runtime.python, "-m", "bgp_speaker", "run", "--config", str(speaker.config_path)],
-        stdout=log_file,
-        stderr=-2,  # subprocess.STDOUT
-        env=speaker.env,
-    )
-    log_file.close()
-    return t0
-
-
-def stop_speaker(ctx: Ctx, speaker: SpeakerProcess) -> None:
-    if speaker.proc is not None and speaker.proc.poll() is None:
-        try:
-            speaker.stop(timeout=60)
-        except AssertionError as exc:
-            log(f"speaker stop: {exc}")
-    ctx.mon.wait_count("le", 0, timeout=60)
-
-
-@contextmanager
-def running_speaker(ctx: Ctx, *, knobs: Mapping[str, float] | None = None) -> Iterator[SpeakerProcess]:
-    """A daemon with an empty EIP file and its BGP session Established."""
-    speaker = new_speaker(ctx, knobs=knobs)
-    launch(ctx, speaker)
-    try:
-        try:
-            ctx.core.wait_established(ctx.gw.net1_v4, timeout=60)
-        except TimeoutError as exc:
-            raise RuntimeError(f"{exc}\n--- speaker log ---\n{speaker.log_tail()}") from None
-        time.sleep(1.0)  # first reconcile pass (adj-rib-out read) done
-        yield speaker
-    finally:
-        stop_speaker(ctx, speaker)
-
-
-def measure_bulk(
-    ctx: Ctx, speaker: SpeakerProcess, addresses: Sequence[str], *, timeout: float
-) -> dict[str, Any]:
-    """Write the file with ``addresses`` (session up, nothing announced) and time the kernel arrivals."""
-    assert speaker.proc is not None
-    text = eips_json(addresses)
-    with c.cpu_meter(speaker.proc.pid) as cpu, c.cpu_meter(ctx.bird_pid) as bird:
-        t0 = replace_file(speaker.eips_path, text)
-        done = wait_all(ctx, addresses, since=t0, timeout=timeout)
-    return {"seconds": done, **cpu, "bird_cpu": bird["cpu"], "overflow": ctx.mon.overflow}
-
-
-def measure_withdraw_all(ctx: Ctx, speaker: SpeakerProcess, addresses: Sequence[str]) -> float | None:
-    t0 = replace_file(speaker.eips_path, eips_json(()))
-    if not ctx.mon.wait_count("le", 0, timeout=120):
-        return None
-    at = ctx.mon.last_change(addresses, removed=True)
-    return (time.monotonic() if at is None else at) - t0
-
-
-def wait_all(ctx: Ctx, addresses: Sequence[str], *, since: float, timeout: float) -> float | None:
-    """Seconds from ``since`` until every address is in the core's kernel table (None: not reached)."""
-    if ctx.mon.wait_count("ge", len(addresses), timeout=timeout):
-        at = ctx.mon.last_change(addresses)  # None: some notifications were lost; now is an upper bound
-        return (time.monotonic() if at is None else at) - since
-    if ctx.mon.overflow:  # notifications were lost: fall back to counting the table
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if c.kernel_count(ctx.topo.core) >= len(addresses):
-                return time.monotonic() - since
-            time.sleep(0.25)
-    return None
 
 
 # --- scenarios ---------------------------------------------------------------------------------------
-
-
-def sizes(ctx: Ctx) -> list[int]:
-    return [1_000, 10_000] if ctx.quick else [1_000, 10_000, 100_000]
 
 
 def bulk_and_footprint(ctx: Ctx) -> tuple[list[c.Table], dict[str, Any]]:
@@ -199,12 +70,12 @@ def bulk_and_footprint(ctx: Ctx) -> tuple[list[c.Table], dict[str, Any]]:
                     withdraws += [w for w in [measure_withdraw_all(ctx, speaker, addresses)] if w is not None]
                     time.sleep(1.0)
             time.sleep(2.0)
-            mem = c.memory_by_role(speaker.proc.pid)
+            mem = memory_by_role(speaker.proc.pid)
             r = median_run(runs)
             facts[f"bulk{n}"] = r["seconds"]
             if n == 10_000:
                 secs = 10.0 if ctx.quick else 30.0
-                facts["idle"] = c.idle_cpu_percent(speaker.proc.pid, seconds=secs)
+                facts["idle"] = idle_cpu_percent(speaker.proc.pid, seconds=secs)
                 facts["idle_secs"] = secs
                 facts["rss10k"] = sum(v[0] for v in mem.values())
             withdraws += [w for w in [measure_withdraw_all(ctx, speaker, addresses)] if w is not None]
@@ -362,7 +233,7 @@ def knob_sweep(ctx: Ctx) -> c.Table:
             speed = knobs["reactor_speed"]
             if speed not in idle_by_speed:
                 time.sleep(2.0)
-                idle_by_speed[speed] = c.idle_cpu_percent(speaker.proc.pid, seconds=idle_secs)
+                idle_by_speed[speed] = idle_cpu_percent(speaker.proc.pid, seconds=idle_secs)
             log(f"sweep {knobs}: {r}")
             rows.append(
                 [
@@ -389,193 +260,6 @@ def knob_sweep(ctx: Ctx) -> c.Table:
             "idle CPU",
             "",
         ],
-        rows,
-    )
-
-
-# --- references: GoBGP and plain ExaBGP, same lab, same run -----------------------------------------
-
-FEEDER = """
-import os, sys, threading, time
-commands, go, stamp = sys.argv[1:4]
-up = threading.Event()
-def drain():
-    for line in sys.stdin:
-        if '"state"' in line and '"up"' in line:
-            up.set()
-    os._exit(0)
-threading.Thread(target=drain, daemon=True).start()
-up.wait()
-lines = open(commands).read().splitlines()
-while not os.path.exists(go):
-    time.sleep(0.001)
-t0 = time.monotonic()
-for line in lines:
-    sys.stdout.write(line + "\\n")
-    sys.stdout.flush()
-with open(stamp + ".tmp", "w") as f:
-    f.write(repr(t0))
-os.replace(stamp + ".tmp", stamp)
-while True:
-    time.sleep(3600)
-"""
-
-
-@contextmanager
-def gobgp_speaker(ctx: Ctx) -> Iterator[GoBgp]:
-    speaker = GoBgp(
-        ctx.gw.ns,
-        router_id=ctx.gw.net1_v4,
-        local_as=ctx.topo.gateway_as,
-        neighbors=[Neighbor(ctx.topo.core_v4, ctx.topo.core_as, passive=False, local_address=ctx.gw.net1_v4)],
-    ).start()
-    try:
-        ctx.core.wait_established(ctx.gw.net1_v4, timeout=60)
-        time.sleep(0.5)
-        yield speaker
-    finally:
-        speaker.stop()
-        ctx.mon.wait_count("le", 0, timeout=60)
-
-
-def gobgp_mrt(ctx: Ctx, n: int) -> tuple[float | None, int, float, tuple[int, float]]:
-    """(seconds, inject runs, gobgpd CPU seconds, (routes, seconds) of the first injection) for ``n``
-    routes through ``gobgp mrt inject``. A lost tail is noticed after 1 s without a new route."""
-    addresses = c.eip_addresses(n)
-    with gobgp_speaker(ctx) as speaker:
-        assert speaker.proc is not None
-        routes = mrt.host_routes([f"{a}/32" for a in addresses], next_hop=ctx.gw.net1_v4)
-        path = speaker.write_mrt(routes, path=speaker.workdir / f"bulk-{n}-1.mrt")
-        injections = 1
-        with c.cpu_meter(speaker.proc.pid) as cpu:
-            t0 = time.monotonic()
-            speaker.inject_mrt(path)
-            reached = ctx.mon.wait_count("ge", n, timeout=120, stall=1.0)
-            got = [a for a in addresses if ctx.mon.arrived.get(a, -1.0) >= t0]
-            first = (len(got), (ctx.mon.last_change(got) or t0) - t0)
-            # The CLI can lose the stream's tail: inject what is missing again (repeated, as the lab does).
-            while not reached and injections < 6:
-                missing = [r for r in routes if r.prefix.removesuffix("/32") not in ctx.mon.present]
-                injections += 1
-                batch = missing * max(2, -(-4096 // max(1, len(missing))))
-                speaker.inject_mrt(
-                    speaker.write_mrt(batch, path=speaker.workdir / f"bulk-{n}-{injections}.mrt")
-                )
-                reached = ctx.mon.wait_count("ge", n, timeout=120, stall=1.0)
-            done = wait_all(ctx, addresses, since=t0, timeout=5)
-        return done, injections, cpu["cpu"], first
-
-
-def gobgp_rib_add(ctx: Ctx, n: int) -> float | None:
-    addresses = c.eip_addresses(n)
-    with gobgp_speaker(ctx) as speaker:
-        t0 = time.monotonic()
-        for address in addresses:
-            speaker.add_route(f"{address}/32", next_hop=ctx.gw.net1_v4)
-        return wait_all(ctx, addresses, since=t0, timeout=60)
-
-
-def naive_exabgp(ctx: Ctx, n: int, *, per_line: int) -> tuple[float | None, float]:
-    """Plain ExaBGP (reactor speed 1.0) fed every command at once by a helper that reads its acks."""
-    addresses = c.eip_addresses(n)
-    nh = ctx.gw.net1_v4
-    if per_line == 1:
-        lines = [f"announce route {a}/32 next-hop {nh}" for a in addresses]
-    else:
-        lines = [
-            f"announce attributes next-hop {nh} nlri "
-            + " ".join(f"{a}/32" for a in addresses[i : i + per_line])
-            for i in range(0, n, per_line)
-        ]
-    workdir = ctx.lab.tmpdir("naive")
-    workdir.chmod(0o777)
-    (workdir / "feeder.py").write_text(FEEDER)
-    (workdir / "commands.txt").write_text("\n".join(lines) + "\n")
-    go, stamp = workdir / "go", workdir / "t0"
-    process = (
-        f"process feeder {{\n  run {ctx.runtime.python} -I -S {workdir / 'feeder.py'} "
-        f"{workdir / 'commands.txt'} {go} {stamp};\n  encoder json;\n}}\n"
-    )
-    config = process + exaspeaker.render_config(
-        peer=ctx.topo.core_v4,
-        local_address=nh,
-        local_as=ctx.topo.gateway_as,
-        peer_as=ctx.topo.core_as,
-        families=("ipv4 unicast",),
-        extra="  api feeder { processes [ feeder ]; neighbor-changes; }",
-    )
-    exa = exaspeaker.ExaBgp(
-        ctx.gw.ns,
-        executable=Path(sys.executable).with_name("exabgp"),
-        config=config,
-        workdir=workdir,
-        env={"exabgp_reactor_speed": "1.0", "exabgp_log_level": "INFO"},
-    ).start()
-    try:
-        ctx.core.wait_established(nh, timeout=60)
-        time.sleep(1.0)
-        assert exa.proc is not None
-        with c.cpu_meter(exa.proc.pid) as cpu:
-            go.touch()
-            t0 = routers.wait_for(
-                lambda: stamp.exists() and float(stamp.read_text()), timeout=300, interval=0.01
-            )
-            done = wait_all(ctx, addresses, since=t0, timeout=60 + n / 100)
-        return done, cpu["cpu"]
-    finally:
-        exa.stop()
-        ctx.mon.wait_count("le", 0, timeout=60)
-
-
-def references(ctx: Ctx, ours: Mapping[str, Any]) -> c.Table:
-    ns = sizes(ctx)
-    rows: list[list[str]] = []
-
-    def cell(seconds: float | None, mrt_time: float | None, note: str = "") -> str:
-        text = c.fmt_s(seconds)
-        if seconds is not None and mrt_time:
-            text += f" ({seconds / mrt_time:.1f}× GoBGP mrt)"
-        return text + note
-
-    mrt_times: dict[int, float | None] = {}
-    mrt_row = ["GoBGP `gobgp mrt inject` until all N are in (a lost tail is injected again after 1 s)"]
-    first_row = ["GoBGP `gobgp mrt inject`, first injection only"]
-    for n in ns:
-        done, injections, cpu, (got, first) = gobgp_mrt(ctx, n)
-        log(f"gobgp mrt {n}: {done} in {injections} injection(s), first {got} in {first:.3f}, CPU {cpu:.2f}")
-        mrt_times[n] = first * n / got if got else None  # the first injection's rate, scaled to N
-        mrt_row.append(f"{c.fmt_s(done)} ({injections} injections), gobgpd CPU {cpu:.2f} s")
-        first_row.append(f"{got:,} routes in {first:.2f} s")
-    rows += [mrt_row, first_row]
-    rows.append(["bgp-speaker (this run, warm)"] + [cell(ours.get(f"bulk{n}"), mrt_times.get(n)) for n in ns])
-    add_row = ["GoBGP one `gobgp global rib add` per route"]
-    first = gobgp_rib_add(ctx, 1_000 if not ctx.quick else 200)
-    log(f"gobgp rib add: {first}")
-    add_row.append(cell(first, mrt_times.get(1_000)) + (" (200 routes)" if ctx.quick else ""))
-    if not ctx.quick and first is not None and first * 10 < 120:
-        ten = gobgp_rib_add(ctx, 10_000)
-        log(f"gobgp rib add 10k: {ten}")
-        add_row.append(cell(ten, mrt_times.get(10_000)))
-    else:
-        add_row.append("not run" + (f" (~{first * 10:.0f} s extrapolated)" if first else ""))
-    rows.append(add_row + ["not run"] * (len(ns) - 2))
-    for per_line, label in (
-        (1, "one `announce route` per prefix"),
-        (500, "`announce attributes` 500 per line"),
-    ):
-        row = [f"ExaBGP alone, reactor speed 1.0, {label}, all at once"]
-        for n in ns:
-            if n > 10_000:
-                row.append("not run (baseline: 130 s / 35 s)")
-                continue
-            done, cpu = naive_exabgp(ctx, n, per_line=per_line)
-            log(f"naive exabgp {per_line}/line {n}: {done} cpu {cpu:.2f}")
-            row.append(cell(done, mrt_times.get(n), f", CPU {cpu:.2f} s"))
-        rows.append(row)
-    return (
-        "Same lab, same run: time until N routes are in the core's kernel table, by speaker and method "
-        "(ratios against the first mrt injection's rate scaled to N)",
-        ["speaker and method", *(f"{n:,}" for n in ns)],
         rows,
     )
 
@@ -635,34 +319,17 @@ def summary(facts: Mapping[str, Any], quick: bool) -> c.Table:
     return ("Targets" + (" (quick run)" if quick else ""), ["what", "measured", "target", ""], rows)
 
 
-def _section(name: str, fn: Callable[[], Any]) -> Any:
-    started = time.monotonic()
-    log(f"-- {name}")
-    try:
-        return fn()
-    finally:
-        log(f"-- {name} took {time.monotonic() - started:.1f} s")
-
-
 def run(*, quick: bool) -> list[c.Table]:
-    if os.geteuid() != 0:
-        raise SystemExit("the benchmarks need root (network namespaces)")
     tables: list[c.Table] = []
     facts: dict[str, Any] = {}
-    with Lab() as lab:
-        topo = build(lab, gateways=1, router=None)
-        gw = topo.gateway(1)
-        # An active core brings GoBGP's session up in ~1 s; ExaBGP (which does not listen) connects out.
-        core = topo.start_router("bird", neighbors=[topo.neighbor(gw, passive=False)])
-        assert isinstance(core, Bird)
-        with c.RouteMonitor(topo.core).start() as mon:
-            ctx = Ctx(lab=lab, topo=topo, gw=gw, core=core, mon=mon, quick=quick, runtime=c.runtime())
-            bulk_tables, bulk_facts = _section("bulk", lambda: bulk_and_footprint(ctx))
-            facts.update(bulk_facts)
-            cold = _section("cold start", lambda: cold_start(ctx))
-            lat_table, lat_facts = _section("latency", lambda: latency_table(ctx))
-            facts.update(lat_facts)
-            sweep = _section("knobs", lambda: knob_sweep(ctx))
-            refs = [_section("references", lambda: references(ctx, facts))]
-            tables += [summary(facts, quick), *bulk_tables, cold, lat_table, parse_cost(ctx), *refs, sweep]
+    with c.bird_lab() as (lab, topo, gw, core), RouteMonitor(topo.core).start() as mon:
+        ctx = Ctx(lab=lab, topo=topo, gw=gw, core=core, mon=mon, quick=quick, runtime=c.runtime())
+        bulk_tables, bulk_facts = log.section("bulk", lambda: bulk_and_footprint(ctx))
+        facts.update(bulk_facts)
+        cold = log.section("cold start", lambda: cold_start(ctx))
+        lat_table, lat_facts = log.section("latency", lambda: latency_table(ctx))
+        facts.update(lat_facts)
+        sweep = log.section("knobs", lambda: knob_sweep(ctx))
+        refs = [log.section("references", lambda: references(ctx, facts))]
+        tables += [summary(facts, quick), *bulk_tables, cold, lat_table, parse_cost(ctx), *refs, sweep]
     return tables

@@ -1,12 +1,9 @@
-"""Shared pieces of the benchmarks: tables, machine facts, route-arrival clock, process accounting.
+"""Shared pieces of the benchmarks: tables, machine facts, the runtime for ExaBGP, EIP sets, progress
+lines, and the lab with the daemon under test.
 
 Nothing here asserts: every helper measures and returns numbers (or ``None`` when a measurement
-could not be taken), and the callers print what they got.
-
-Route arrivals at the core are timestamped by streaming ``ip -n <core> -4 monitor route`` into a
-reader thread, so nothing polls the kernel table while a measurement runs. If netlink drops
-notifications (ENOBUFS under a large burst), the count falls back to ``ip route show`` and the
-result says so.
+could not be taken), and the callers print what they got. Route arrivals at the core are in
+:mod:`tests.bench.arrivals`, process accounting in :mod:`tests.bench.procs`.
 """
 
 from __future__ import annotations
@@ -15,27 +12,28 @@ import contextlib
 import ipaddress
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
-from tests.lab.netns import Netns
+from tests.lab.bird import Bird
+from tests.lab.netns import Lab
+from tests.lab.speaker import SpeakerProcess
+from tests.lab.topology import Gateway, Topology, build
+
+T = TypeVar("T")
 
 #: (title, header, rows): one markdown table.
 Table = tuple[str, list[str], list[list[str]]]
 
 #: RFC 2544 benchmarking range: 131,072 addresses, enough for 100k EIPs, routed by nothing else.
 BENCH_POOL_V4 = "198.18.0.0/15"
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- formatting ---------------------------------------------------------------------------------
@@ -173,278 +171,106 @@ def eip_addresses(count: int, *, offset: int = 0, pool: str = BENCH_POOL_V4) -> 
     return [str(ipaddress.ip_address(first + i)) for i in range(count)]
 
 
-# --- route arrivals at the core -------------------------------------------------------------------
-
-
-@dataclass
-class RouteMonitor:
-    """``ip -4 monitor route`` in ``ns``, streamed: prefix -> monotonic time of its latest change.
-
-    Only routes with ``proto`` ``proto`` are counted. ``present`` is the set the monitor believes is
-    installed; ``arrived``/``removed`` map a host address to when it was last added/deleted.
-    """
-
-    ns: Netns
-    proto: str = "bird"
-    present: set[str] = field(default_factory=set)
-    arrived: dict[str, float] = field(default_factory=dict)
-    removed: dict[str, float] = field(default_factory=dict)
-    overflow: bool = False
-    _proc: subprocess.Popen[bytes] | None = None
-    _thread: threading.Thread | None = None
-    _cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def start(self, *, initial: Iterable[str] = ()) -> RouteMonitor:
-        self.present = set(initial)
-        self._proc = subprocess.Popen(
-            ["ip", "-n", self.ns.name, "-4", "monitor", "route"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            bufsize=1 << 20,
-        )
-        self._thread = threading.Thread(target=self._read, name="route-monitor", daemon=True)
-        self._thread.start()
-        time.sleep(0.2)  # the netlink subscription is in place once ip has started
-        return self
-
-    def _read(self) -> None:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        needle = f" proto {self.proto} ".encode()
-        for raw in self._proc.stdout:
-            now = time.monotonic()
-            if b"No buffer space" in raw or b"ENOBUFS" in raw:
-                self.overflow = True
-                continue
-            if needle not in raw:
-                continue
-            deleted = raw.startswith(b"Deleted ")
-            words = raw.split()
-            dst = (words[1] if deleted else words[0]).decode()
-            dst = dst.removesuffix("/32")
-            with self._cond:
-                if deleted:
-                    self.present.discard(dst)
-                    self.removed[dst] = now
-                else:
-                    self.present.add(dst)
-                    self.arrived[dst] = now
-                self._cond.notify_all()
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=3)
-            if self._proc.poll() is None:
-                self._proc.kill()
-                self._proc.wait()
-            if self._proc.stdout is not None:
-                self._proc.stdout.close()
-            self._proc = None
-        if self._thread is not None:
-            self._thread.join(timeout=3)
-            self._thread = None
-
-    def __enter__(self) -> RouteMonitor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def count(self) -> int:
-        with self._cond:
-            return len(self.present)
-
-    def wait_arrival(self, address: str, *, since: float, timeout: float) -> float | None:
-        """Monotonic time ``address`` was added at or after ``since``; None on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                at = self.arrived.get(address)
-                if at is not None and at >= since:
-                    return at
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-
-    def resync(self) -> bool:
-        """Replace ``present`` with the kernel table (after lost notifications); True if it differed."""
-        table = kernel_set(self.ns, proto=self.proto)
-        with self._cond:
-            differed = table != self.present
-            self.present = table
-            self.overflow = self.overflow or differed
-            self._cond.notify_all()
-        return differed
-
-    def wait_count(self, predicate: str, target: int, *, timeout: float, stall: float = 0.0) -> bool:
-        """Wait until the count is >= target (``predicate="ge"``) or <= target (``"le"``).
-
-        With ``stall`` > 0, give up early once the count has not moved for that long. True when reached.
-        After 3 s without movement the set is checked against the kernel table once (netlink may have
-        dropped notifications under a burst; then ``overflow`` is set and times are approximate).
-        """
-        deadline = time.monotonic() + timeout
-        last, moved_at, checked = -1, time.monotonic(), False
-        while True:
-            with self._cond:
-                n = len(self.present)
-                if (n >= target) if predicate == "ge" else (n <= target):
-                    return True
-                now = time.monotonic()
-                if n != last:
-                    last, moved_at, checked = n, now, False
-                if now >= deadline or (stall > 0 and now - moved_at >= stall):
-                    return False
-                if checked or now - moved_at < 3.0:
-                    self._cond.wait(min(0.2, deadline - now))
-                    continue
-            checked = True
-            self.resync()
-
-    def last_change(self, addresses: Iterable[str], *, removed: bool = False) -> float | None:
-        book = self.removed if removed else self.arrived
-        with self._cond:
-            times = [book.get(a) for a in addresses]
-        if any(t is None for t in times):
-            return None
-        return max(t for t in times if t is not None)
-
-
-def kernel_count(ns: Netns, *, proto: str = "bird") -> int:
-    """Routes of ``proto`` in the main IPv4 table (one ``ip route show``; fine outside a measurement)."""
-    out = ns.ip("-4", "route", "show", "proto", proto).stdout
-    return sum(1 for line in out.splitlines() if line.strip())
-
-
-def kernel_set(ns: Netns, *, proto: str = "bird") -> set[str]:
-    out = ns.ip("-4", "route", "show", "proto", proto).stdout
-    return {line.split()[0].removesuffix("/32") for line in out.splitlines() if line.strip()}
-
-
-# --- process accounting ---------------------------------------------------------------------------
+# --- progress on stderr ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ProcInfo:
-    pid: int
-    ppid: int
-    role: str
-    cpu_ticks: int
-    rss_kib: int
-    hwm_kib: int
+class Log:
+    """Progress lines on stderr as ``[<tag>] text`` (the tables go to stdout)."""
+
+    tag: str
+
+    def __call__(self, text: str) -> None:
+        print(f"[{self.tag}] {text}", file=sys.stderr, flush=True)
+
+    def section(self, name: str, fn: Callable[[], T]) -> T:
+        """``fn()``, between a line naming the section and one with the time it took."""
+        started = time.monotonic()
+        self(f"-- {name}")
+        try:
+            return fn()
+        finally:
+            self(f"-- {name} took {time.monotonic() - started:.1f} s")
 
 
-def _read_proc(pid: int) -> tuple[int, int, str, int, int] | None:
-    """(ppid, cpu ticks, cmdline, VmRSS KiB, VmHWM KiB) of ``pid``, None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
-    rss = hwm = 0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-        elif line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
-    return ppid, utime + stime, cmdline, rss, hwm
+# --- the lab and the daemon under test ------------------------------------------------------------
 
 
-def _role(cmdline: str) -> str:
-    if "bgp_speaker" in cmdline and "relay" in cmdline:
-        return "relay"
-    if "exabgp" in cmdline and " server " in f"{cmdline} ":
-        return "exabgp"
-    if "bgp_speaker" in cmdline:
-        return "speaker"
-    if "gobgpd" in cmdline:
-        return "gobgpd"
-    if re.search(r"(^|/)bird(\s|$)", cmdline):
-        return "bird"
-    return cmdline.split(" ", 1)[0].rsplit("/", 1)[-1] or "?"
-
-
-def process_tree(root: int) -> list[ProcInfo]:
-    """``root`` and all its descendants (a fresh /proc walk)."""
-    table: dict[int, tuple[int, int, str, int, int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            info = _read_proc(int(entry))
-            if info is not None:
-                table[int(entry)] = info
-    children: dict[int, list[int]] = {}
-    for pid, info in table.items():
-        children.setdefault(info[0], []).append(pid)
-    out: list[ProcInfo] = []
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        info = table.get(pid)
-        if info is None:
-            continue
-        ppid, ticks, cmdline, rss, hwm = info
-        out.append(ProcInfo(pid, ppid, _role(cmdline), ticks, rss, hwm))
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def tree_cpu_seconds(root: int) -> float:
-    return sum(p.cpu_ticks for p in process_tree(root)) / _CLK_TCK
-
-
-def memory_by_role(root: int) -> dict[str, tuple[float, float]]:
-    """role -> (VmRSS MiB, VmHWM MiB), summed over the tree under ``root``."""
-    out: dict[str, tuple[float, float]] = {}
-    for p in process_tree(root):
-        rss, hwm = out.get(p.role, (0.0, 0.0))
-        out[p.role] = (rss + p.rss_kib / 1024, hwm + p.hwm_kib / 1024)
-    return out
-
-
-def cpu_by_role(root: int) -> dict[str, float]:
-    """role -> CPU seconds used so far, summed over the tree under ``root``."""
-    out: dict[str, float] = {}
-    for p in process_tree(root):
-        out[p.role] = out.get(p.role, 0.0) + p.cpu_ticks / _CLK_TCK
-    return out
-
-
-def idle_cpu_percent(root: int, *, seconds: float) -> float:
-    """CPU used by the tree under ``root`` over ``seconds`` of wall time, in % of one core."""
-    before, t0 = tree_cpu_seconds(root), time.monotonic()
-    time.sleep(seconds)
-    after, t1 = tree_cpu_seconds(root), time.monotonic()
-    return 100.0 * (after - before) / (t1 - t0)
+class BirdLab(NamedTuple):
+    lab: Lab
+    topo: Topology
+    gw: Gateway
+    core: Bird
 
 
 @contextlib.contextmanager
-def cpu_meter(*roots: int) -> Iterator[dict[str, float]]:
-    """Yields a dict filled on exit with ``wall``, ``cpu`` (seconds used by the trees) and
-    ``cpu_<role>`` per process role (speaker, exabgp, relay, bird, gobgpd...)."""
-    result: dict[str, float] = {}
-    before = [cpu_by_role(r) for r in roots]
-    t0 = time.monotonic()
-    try:
-        yield result
-    finally:
-        result["wall"] = time.monotonic() - t0
-        result["cpu"] = 0.0
-        for root, old in zip(roots, before, strict=True):
-            for role, seconds in cpu_by_role(root).items():
-                used = seconds - old.get(role, 0.0)
-                result[f"cpu_{role}"] = result.get(f"cpu_{role}", 0.0) + used
-                result["cpu"] += used
+def bird_lab() -> Iterator[BirdLab]:
+    """A lab with one NAT gateway and a BIRD core (kernel export on) that connects out to it.
+
+    An active core brings the session up at once: ExaBGP does not listen, it connects out, and GoBGP
+    as a speaker would make its first connection only after 5-10 s. Needs root.
+    """
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmarks need root (network namespaces)")
+    with Lab() as lab:
+        topo = build(lab, gateways=1, router=None)
+        gw = topo.gateway(1)
+        core = topo.start_router("bird", neighbors=[topo.neighbor(gw, passive=False)])
+        assert isinstance(core, Bird)
+        yield BirdLab(lab=lab, topo=topo, gw=gw, core=core)
 
 
-def descendant_pid(root: int, role: str) -> int | None:
-    for p in process_tree(root):
-        if p.role == role:
-            return p.pid
-    return None
+def new_speaker(
+    topo: Topology,
+    gw: Gateway,
+    *,
+    source: Mapping[str, Any] | None = None,
+    exabgp: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> SpeakerProcess:
+    """The daemon (not started) in ``gw``, peering with the core, EIPs from :data:`BENCH_POOL_V4`.
+
+    INFO logs and no graceful shutdown, so that stopping it withdraws everything at once.
+    """
+    extra: dict[str, Any] = {
+        "logging": {"level": "INFO"},
+        "shutdown": {"graceful_shutdown": False, "drain_seconds": 0},
+    }
+    if exabgp is not None:
+        extra["exabgp"] = dict(exabgp)
+    return SpeakerProcess.create(
+        gw.ns,
+        local_as=topo.gateway_as,
+        peers=[{"address": topo.core_v4, "asn": topo.core_as}],
+        pools=[BENCH_POOL_V4],
+        source=source,
+        extra=extra,
+        env=env,
+    )
+
+
+def launch(
+    speaker: SpeakerProcess, *, python: str = sys.executable, clock: Callable[[], float] = time.monotonic
+) -> float:
+    """Start the daemon without polling its status endpoint (that would cost CPU we measure).
+
+    Returns ``clock()`` read just before the process starts.
+    """
+    with speaker.log_path.open("ab") as log_file:
+        t0 = clock()
+        speaker.proc = speaker.ns.popen(
+            [python, "-m", "bgp_speaker", "run", "--config", str(speaker.config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=speaker.env,
+        )
+    return t0
+
+
+def stop_speaker(speaker: SpeakerProcess, *, timeout: float, log: Callable[[str], None]) -> None:
+    """Stop the daemon if it still runs; a stop that fails is logged, not raised."""
+    if speaker.proc is not None and speaker.proc.poll() is None:
+        try:
+            speaker.stop(timeout=timeout)
+        except AssertionError as exc:
+            log(f"speaker stop: {exc}")
