@@ -7,8 +7,7 @@ import base64
 import contextlib
 import logging
 import stat
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,23 +17,12 @@ import pytest
 from bgp_speaker.adapters.kube import Timing, load_configuration
 from bgp_speaker.adapters.kube.configwatch import ConfigWatch, pod_namespace
 from tests.kubeapi import ApiServer
+from tests.polling import eventually
 
 NS = "kube-system"
 CM = "bgp-speaker"
 SECRET = "bgp-speaker-passwords"
-DEADLINE = 30.0
 PASSWORD = "s3cret-core-password"
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = DEADLINE, what: str = "condition") -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def configmap(data: dict[str, str], *, name: str = CM) -> dict[str, Any]:

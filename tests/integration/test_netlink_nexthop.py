@@ -7,7 +7,6 @@ import asyncio
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import suppress
 from ipaddress import IPv4Address, IPv6Address, ip_network
@@ -18,13 +17,13 @@ import pytest
 from bgp_speaker.adapters.netlink import InterconnectWatcher, first_ipv4
 from bgp_speaker.aiokit import Trigger
 from bgp_speaker.core.model import NextHops
+from tests.polling import eventually
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
 ]
 
-DEADLINE = 15.0
 POOLS = (ip_network("203.0.113.0/24"), ip_network("2001:db8:e1e::/64"))
 V4 = IPv4Address
 V6 = IPv6Address
@@ -87,14 +86,6 @@ async def watch(netns: Netns) -> AsyncIterator[Watch]:
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
-
-
-async def eventually(check: Callable[[], bool], *, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {DEADLINE}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 def seen(watcher: InterconnectWatcher, text: str) -> bool:
