@@ -1,8 +1,7 @@
 """Kube-OVN selection: which EIPs of this NAT gateway to announce, and why not the others.
 
 Pure: plain dicts in (the objects exactly as the API server returns them), frozen values
-out; no I/O, no clock (``now`` is a parameter). The Kubernetes adapter keeps the objects
-in memory and calls :func:`select` for every snapshot.
+out; no I/O, no clock (``now`` is a parameter).
 
 Rules, in the order they are checked for every IptablesEIP:
 
@@ -17,7 +16,7 @@ Rules, in the order they are checked for every IptablesEIP:
    agree with it when both are set. Unparsable or wrong-family text, or no address at
    all, is refused.
 4. **Uniqueness.** An address held by two IptablesEIP objects (of any gateway) is refused
-   on every EIP of ours that holds it, naming the other one.
+   on every EIP of ours that holds it, naming the others (sorted).
 5. **Our annotations** (``<prefix>communities``, ``large-communities``, ``med``,
    ``local-preference``, ``as-path-prepend``) become :class:`AttributeOverrides`
    (:mod:`bgp_speaker.core.kubeovn_annotations`); an invalid value or an unknown key under
