@@ -66,6 +66,21 @@ def wait(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> N
         raise SystemExit(f"demo failed: timed out waiting for {what}") from None
 
 
+def real_packets(topo: Topology, gw: Gateway, eip: str, *, eip_v6: str | None = None) -> None:
+    """Ping and TCP from the external host to ``eip`` (and TCP to ``eip_v6``), DNAT'ed to ``gw``'s pod
+    and back; the demo fails when the IPv4 path does not work."""
+    say(f"Real packets: ext host {topo.ext_v4} -> EIP {eip} -> DNAT -> pod {gw.pod_v4}, and back")
+    ok = topo.ping(topo.ext, eip)
+    print(f"   ping {eip}: {'replies received' if ok else 'NO REPLY'}")
+    reply, peer = topo.tcp_roundtrip(topo.ext, gw.pod, eip, payload="hello")
+    print(f"   TCP to {eip}:8080 -> reply {reply!r}; the pod saw the client as {peer}")
+    if eip_v6 is not None:
+        reply6, _ = topo.tcp_roundtrip(topo.ext, gw.pod, eip_v6, payload="hello6")
+        print(f"   TCP to [{eip_v6}]:8080 -> reply {reply6!r}")
+    if not ok or reply != "hello":
+        raise SystemExit("demo failed: the data path does not work")
+
+
 def run(topo: Topology, *, seconds: float | None) -> None:
     gw1, gw2 = topo.gateways
     eip1, eip2, eip3 = topo.eip(10), topo.eip(20), topo.eip(30)
@@ -96,15 +111,7 @@ def run(topo: Topology, *, seconds: float | None) -> None:
     )
     show("ip -n core -6 route show proto bird", topo.core.ip("-6", "route", "show", "proto", "bird").stdout)
 
-    say(f"Real packets: ext host {topo.ext_v4} -> EIP {eip1} -> DNAT -> pod {gw1.pod_v4}, and back")
-    ok = topo.ping(topo.ext, eip1)
-    print(f"   ping {eip1}: {'replies received' if ok else 'NO REPLY'}")
-    reply, peer = topo.tcp_roundtrip(topo.ext, gw1.pod, eip1, payload="hello")
-    print(f"   TCP to {eip1}:8080 -> reply {reply!r}; the pod saw the client as {peer}")
-    reply6, _ = topo.tcp_roundtrip(topo.ext, gw1.pod, eip1_v6, payload="hello6")
-    print(f"   TCP to [{eip1_v6}]:8080 -> reply {reply6!r}")
-    if not ok or reply != "hello":
-        raise SystemExit("demo failed: the data path does not work")
+    real_packets(topo, gw1, eip1, eip_v6=eip1_v6)
 
     say(f"Live change: add {eip3} to gw2's EIP file; only the difference is announced")
     started = time.monotonic()
@@ -129,16 +136,23 @@ def run(topo: Topology, *, seconds: float | None) -> None:
     s1.stop()
 
 
-def main() -> int:
+def demo_options(target: str) -> tuple[float | None, Any]:
+    """(DEMO_SECONDS, DEMO_ROUTER) of the environment; exits with 2 without root. From here on SIGTERM
+    unwinds like Ctrl-C, so the lab is torn down."""
     if os.geteuid() != 0:
-        print("make demo needs root (network namespaces)", file=sys.stderr)
-        return 2
+        print(f"make {target} needs root (network namespaces)", file=sys.stderr)
+        raise SystemExit(2)
     seconds_text = os.environ.get("DEMO_SECONDS", "")
     seconds = float(seconds_text) if seconds_text else None
     router = os.environ.get("DEMO_ROUTER", "bird")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return seconds, router
+
+
+def main() -> int:
+    seconds, router = demo_options("demo")
     with Lab() as lab:
-        topo = build(lab, gateways=2, router=router)  # type: ignore[arg-type]
+        topo = build(lab, gateways=2, router=router)
         run(topo, seconds=seconds)
         say("Tearing down the lab")
     print("done")

@@ -16,14 +16,10 @@ also on Ctrl-C or on an error.
 from __future__ import annotations
 
 import ipaddress
-import os
-import signal
-import sys
 import time
-from typing import Any
 
 from tests.lab.base import kernel_routes
-from tests.lab.demo import hold, say, show, wait
+from tests.lab.demo import demo_options, hold, real_packets, say, show, wait
 from tests.lab.kubelab import KubeApi
 from tests.lab.natgw import NatGateway
 from tests.lab.netns import Lab
@@ -136,13 +132,7 @@ def run(topo: Topology, api: KubeApi, *, seconds: float | None) -> None:
     show(f"iptables -t nat -S   # in {gw1.name}, as nat-gateway.sh left it", nat_chains(natgws[gw1.name]))
     show("kubectl get iptables-eips", describe_eip(api, EIP_NAME))
 
-    say(f"Real packets: ext host {topo.ext_v4} -> EIP {eip1} -> DNAT -> pod {gw1.pod_v4}, and back")
-    ok = topo.ping(topo.ext, eip1)
-    print(f"   ping {eip1}: {'replies received' if ok else 'NO REPLY'}")
-    reply, peer = topo.tcp_roundtrip(topo.ext, gw1.pod, eip1, payload="hello")
-    print(f"   TCP to {eip1}:8080 -> reply {reply!r}; the pod saw the client as {peer}")
-    if not ok or reply != "hello":
-        raise SystemExit("demo failed: the data path does not work")
+    real_packets(topo, gw1, eip1)
 
     say(f"bgp-speaker status   # inside {gw1.name}")
     print(speaker.status_text().rstrip())
@@ -180,13 +170,7 @@ def run(topo: Topology, api: KubeApi, *, seconds: float | None) -> None:
 
 
 def main() -> int:
-    if os.geteuid() != 0:
-        print("make demo-kube needs root (network namespaces)", file=sys.stderr)
-        return 2
-    seconds_text = os.environ.get("DEMO_SECONDS", "")
-    seconds = float(seconds_text) if seconds_text else None
-    router: Any = os.environ.get("DEMO_ROUTER", "bird")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    seconds, router = demo_options("demo-kube")
     with Lab() as lab:
         topo = build(lab, gateways=2, router=router)
         with KubeApi(topo.gateway(1).ns) as api:
