@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from tests.chart.generated import write_or_check
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "bgp-speaker"
 VALUES = CHART / "values.yaml"
@@ -100,16 +102,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not README.exists() or README.read_text(encoding="utf-8") != text:
-            print(
-                f"{README.relative_to(ROOT)} is stale: run python -m tests.chart.gen_readme", file=sys.stderr
-            )
-            return 1
-        return 0
-    README.write_text(text, encoding="utf-8")
-    return 0
+    return write_or_check(README, render(), argv=argv, root=ROOT, module="tests.chart.gen_readme")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bgp_speaker.settings import Settings
+from tests.chart.generated import write_or_check
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "charts" / "bgp-speaker" / "values.schema.json"
@@ -142,17 +143,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if SCHEMA_PATH.read_text(encoding="utf-8") != text:
-            print(
-                f"{SCHEMA_PATH.relative_to(ROOT)} is stale: run python -m tests.chart.gen_schema",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    SCHEMA_PATH.write_text(text, encoding="utf-8")
-    return 0
+    return write_or_check(SCHEMA_PATH, render(), argv=argv, root=ROOT, module="tests.chart.gen_schema")
 
 
 if __name__ == "__main__":
