@@ -45,13 +45,15 @@ from bgp_speaker.core.model import Candidate, Refusal
 
 Obj = Mapping[str, Any]
 RuleKey = tuple[RuleKind, str]
+_Joined = tuple[tuple[Candidate, ...], tuple[Refusal, ...], tuple[kubeovn.Hold, ...], "_HoldDownView"]
 
 
 class _HoldDownView(Mapping[tuple[str, str], kubeovn.Held]):
-    """The hold-down state of every EIP, read through the per-EIP verdicts (no copy)."""
+    """The hold-down state of every EIP, read through the per-EIP verdicts (not merged into one
+    dict: nobody but the tests reads all of it)."""
 
     def __init__(self, verdicts: Mapping[str, kubeovn.Verdict], order: list[str]) -> None:
-        self._verdicts, self._order = verdicts, order
+        self._verdicts, self._order = dict(verdicts), list(order)
 
     def __getitem__(self, key: tuple[str, str]) -> kubeovn.Held:
         name = kubeovn.eip_name_of(key[0])
@@ -99,9 +101,7 @@ class IncrementalSelection:
         self._dirty: set[str] = set()
         self._everything = True
         self._deadlines: list[tuple[float, str]] = []
-        self._joined: tuple[tuple[Candidate, ...], tuple[Refusal, ...], tuple[kubeovn.Hold, ...]] | None = (
-            None
-        )
+        self._joined: _Joined | None = None
         #: Counters for ``/status``: EIP evaluations, full recomputations, wrong incremental verdicts.
         self.stats = {"evaluations": 0, "full": 0, "mismatches": 0}
 
@@ -180,7 +180,11 @@ class IncrementalSelection:
             self._recompute(now)
         else:
             while self._deadlines and self._deadlines[0][0] <= now:
-                self._dirty.add(heapq.heappop(self._deadlines)[1])
+                name = heapq.heappop(self._deadlines)[1]
+                verdict = self._verdicts.get(name)
+                deadline = None if verdict is None else verdict.deadline
+                if deadline is not None and deadline <= now:  # else a stale entry: the hold ended
+                    self._dirty.add(name)
             dirty, self._dirty = self._dirty, set()
             for name in dirty:
                 self._evaluate(name, now)
@@ -190,13 +194,14 @@ class IncrementalSelection:
                 tuple(itertools.chain.from_iterable(v.candidates for v in verdicts)),
                 tuple(itertools.chain.from_iterable(v.refusals for v in verdicts)),
                 tuple(itertools.chain.from_iterable(v.holds for v in verdicts)),
+                _HoldDownView(self._verdicts, self._order),
             )
-        candidates, refusals, holds = self._joined
+        candidates, refusals, holds, hold_down = self._joined
         return kubeovn.Selection(
             candidates=candidates,
             refusals=refusals,
             held=tuple(hold.note(now) for hold in holds),
-            hold_down=_HoldDownView(self._verdicts, self._order),
+            hold_down=hold_down,
             next_deadline=min((hold.until for hold in holds), default=None),
         )
 
