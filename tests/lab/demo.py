@@ -85,6 +85,7 @@ def run(topo: Topology, *, seconds: float | None) -> None:
     gw1, gw2 = topo.gateways
     eip1, eip2, eip3 = topo.eip(10), topo.eip(20), topo.eip(30)
     eip1_v6 = topo.eip(0x10, family=6)
+    proto = "bird" if getattr(topo.router, "kind", "bird") == "bird" else "bgp"  # kernel route protocol
     say(
         f"Lab: core router ({type(topo.router).__name__}) AS{topo.core_as}, "
         f"interconnect {topo.interconnect_v4}"
@@ -106,10 +107,12 @@ def run(topo: Topology, *, seconds: float | None) -> None:
     wait(lambda: kernel_routes(topo.core).get(f"{eip2}/32") == gw2.net1_v4, f"{eip2}/32 via gw2 at the core")
     wait(lambda: f"{eip1_v6}/128" in kernel_routes(topo.core, family=6), f"{eip1_v6}/128 at the core")
     show(
-        f"ip -n core route show proto bird   # {topo.core.name}",
-        topo.core.ip("route", "show", "proto", "bird").stdout,
+        f"ip -n core route show proto {proto}   # {topo.core.name}",
+        topo.core.ip("route", "show", "proto", proto).stdout,
     )
-    show("ip -n core -6 route show proto bird", topo.core.ip("-6", "route", "show", "proto", "bird").stdout)
+    show(
+        f"ip -n core -6 route show proto {proto}", topo.core.ip("-6", "route", "show", "proto", proto).stdout
+    )
 
     real_packets(topo, gw1, eip1, eip_v6=eip1_v6)
 
@@ -132,7 +135,7 @@ def run(topo: Topology, *, seconds: float | None) -> None:
     code = s2.stop()
     wait(lambda: f"{eip2}/32" not in kernel_routes(topo.core), f"{eip2}/32 withdrawn at the core")
     print(f"   speaker exited with {code}; the core no longer routes {eip2} or {eip3}")
-    show("ip -n core route show proto bird", topo.core.ip("route", "show", "proto", "bird").stdout)
+    show(f"ip -n core route show proto {proto}", topo.core.ip("route", "show", "proto", proto).stdout)
     s1.stop()
 
 
