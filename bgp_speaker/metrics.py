@@ -13,8 +13,12 @@ classified into :class:`~bgp_speaker.core.health.RefusalKind`.
 
 from __future__ import annotations
 
+import collections
+import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -102,13 +106,16 @@ class Metrics:
         self._routes_desired = gauge(
             "routes_desired", "Prefixes the peer should be told.", (LABEL_PEER, LABEL_FAMILY)
         )
+        self._ribs = _Ribs(desired={}, announced={}, peers={})
         self._desired_not_announced = gauge(
             "desired_not_announced",
             "(peer, prefix) pairs desired but not announced, or announced with other attributes.",
         )
+        self._desired_not_announced.set_function(lambda: self._ribs.stats()[_MISSING])
         self._announced_not_desired = gauge(
             "announced_not_desired", "(peer, prefix) pairs announced but no longer desired."
         )
+        self._announced_not_desired.set_function(lambda: self._ribs.stats()[_EXTRA])
         self._refused = gauge("refused_addresses", "Addresses currently refused, by reason.", (LABEL_REASON,))
         self._refusals = counter(
             "refusals", "Refusals that appeared (one that persists counts once).", (LABEL_REASON,)
@@ -238,23 +245,27 @@ class Metrics:
 
     def set_routes(self, *, desired: Mapping[PeerId, RibOut], announced: Mapping[PeerId, RibOut]) -> None:
         """Per-peer, per-family counts and the drift between the two. Route series of peers
-        in neither mapping are removed."""
+        in neither mapping are removed.
+
+        Cheap whatever the size: the two mappings are kept (not copied, so they must not be
+        changed afterwards) and counted when the metrics are read, once per call at most."""
         peers = {str(p): p for p in (*desired, *announced)}
-        missing = extra = 0
-        for name, peer in peers.items():
-            want = desired.get(peer, {})
-            have = announced.get(peer, {})
-            for family in Family:
-                self._routes_desired.labels(name, family.value).set(_count(want, family))
-                self._routes_announced.labels(name, family.value).set(_count(have, family))
-            if want is not have:
-                missing += sum(1 for prefix, attrs in want.items() if have.get(prefix) != attrs)
-                extra += sum(1 for prefix in have if prefix not in want)
         for name in self._route_peers - peers.keys():
             self._forget_route_peer(name)
+        for name in peers.keys() - self._route_peers:
+            for family in Family:
+                self._routes_desired.labels(name, family.value).set_function(
+                    functools.partial(self._route_stat, "desired", name, family)
+                )
+                self._routes_announced.labels(name, family.value).set_function(
+                    functools.partial(self._route_stat, "announced", name, family)
+                )
         self._route_peers = set(peers)
-        self._desired_not_announced.set(missing)
-        self._announced_not_desired.set(extra)
+        self._ribs = _Ribs(desired=desired, announced=announced, peers=peers)
+
+    def _route_stat(self, which: str, name: str, family: Family) -> float:
+        stats = self._ribs.stats()
+        return stats.get((which, name, family.value), 0)
 
     def _forget_route_peer(self, name: str) -> None:
         for family in Family:
@@ -328,9 +339,35 @@ class Metrics:
         self._config_pending_restart.set(pending_restart)
 
 
-def _count(rib: RibOut, family: Family) -> int:
-    version = 4 if family is Family.IPV4 else 6
-    return sum(1 for prefix in rib if prefix.version == version)
+_MISSING = ("missing", "", "")
+_EXTRA = ("extra", "", "")
+_FAMILY_OF_TYPE: dict[type, str] = {IPv4Network: Family.IPV4.value, IPv6Network: Family.IPV6.value}
+
+
+@dataclass(slots=True)
+class _Ribs:
+    """The routes of the last :meth:`Metrics.set_routes`, counted on first read."""
+
+    desired: Mapping[PeerId, RibOut]
+    announced: Mapping[PeerId, RibOut]
+    peers: Mapping[str, PeerId]
+    _stats: dict[tuple[str, str, str], int] | None = None
+
+    def stats(self) -> dict[tuple[str, str, str], int]:
+        """(desired|announced, peer, family) -> prefixes, and the two drift totals."""
+        if self._stats is None:
+            stats = {_MISSING: 0, _EXTRA: 0}
+            for name, peer in self.peers.items():
+                want = self.desired.get(peer, {})
+                have = self.announced.get(peer, {})
+                for which, rib in (("desired", want), ("announced", have)):
+                    for kind, count in collections.Counter(map(type, rib)).items():
+                        stats[(which, name, _FAMILY_OF_TYPE[kind])] = count
+                if want is not have:
+                    stats[_MISSING] += sum(1 for prefix, attrs in want.items() if have.get(prefix) != attrs)
+                    stats[_EXTRA] += sum(1 for prefix in have if prefix not in want)
+            self._stats = stats
+        return self._stats
 
 
 def _remove(metric: Gauge | Counter, *labels: str) -> None:

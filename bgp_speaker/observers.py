@@ -3,16 +3,30 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Protocol
 
 from bgp_speaker.core.desired import prefix_sort_key
-from bgp_speaker.core.model import IPNetwork, PeerId, PeerState, PeerStatus, Refusal, host_prefix
+from bgp_speaker.core.model import (
+    Candidate,
+    IPAddress,
+    IPNetwork,
+    PeerId,
+    PeerState,
+    PeerStatus,
+    Refusal,
+)
 from bgp_speaker.metrics import COMMAND_RESULTS, Metrics
 from bgp_speaker.reconciler import PassReport
 
 logger = logging.getLogger(__name__)
+
+#: A pass that announces (or withdraws) more prefixes than this logs one summary line for
+#: them, naming the first :data:`SUMMARY_SHOWN`, instead of one line per prefix.
+LOG_EACH_UP_TO = 20
+SUMMARY_SHOWN = 5
 
 
 class EventSink(Protocol):
@@ -33,7 +47,12 @@ class Activity:
     def __init__(self, *, metrics: Metrics, events: EventSink | None = None) -> None:
         self._metrics = metrics
         self._events = events
-        self._origins: dict[IPNetwork, str] = {}
+        #: address -> origin in the candidates of :attr:`_origins_of`; ``_gone``: the addresses
+        #: the last rebuild dropped, with their last origin (a withdrawal names it).
+        self._origins: dict[IPAddress, str] = {}
+        self._gone: dict[IPAddress, str] = {}
+        self._origins_of: tuple[Candidate, ...] = ()
+        self._candidates: tuple[Candidate, ...] = ()
         self._refusals: frozenset[Refusal] = frozenset()
         self._peer_states: dict[PeerId, PeerState] = {}
         self._acks_counted: dict[str, int] = {}
@@ -44,25 +63,44 @@ class Activity:
         if report.latency is not None:
             self._metrics.observe_latency(report.latency)
         if report.snapshot is not None:
-            for candidate in report.snapshot.candidates:
-                self._origins[host_prefix(candidate.address)] = candidate.origin
+            self._candidates = report.snapshot.candidates
         if report.desired is not None:
             self._metrics.set_routes(desired=report.desired.routes, announced=report.actual)
             self._metrics.set_refusals(report.desired.refusals)
             self._log_refusals(frozenset(report.desired.refusals))
-        for prefix in sorted(report.newly_announced, key=prefix_sort_key):
-            logger.info("announced", extra={"prefix": str(prefix), "origin": self._origins.get(prefix, "")})
-        for prefix in sorted(report.newly_withdrawn, key=prefix_sort_key):
-            logger.info("withdrawn", extra={"prefix": str(prefix), "origin": self._origins.get(prefix, "")})
+        self._log_changes("announced", report.newly_announced)
+        self._log_changes("withdrawn", report.newly_withdrawn)
         for peer, prefix, reason in report.rejected:
             logger.error(
                 "ExaBGP rejected a route", extra={"peer": str(peer), "prefix": str(prefix), "reason": reason}
             )
         if self._events is not None:
-            self._events.announced(self._origins[p] for p in report.newly_announced if p in self._origins)
-            self._events.withdrawn(self._origins[p] for p in report.newly_withdrawn if p in self._origins)
+            self._events.announced(self._known_origins(report.newly_announced))
+            self._events.withdrawn(self._known_origins(report.newly_withdrawn))
             if report.desired is not None:
                 self._events.refused(report.desired.refusals)
+
+    def origin(self, prefix: IPNetwork) -> str:
+        """The source entry ``prefix`` comes (or, once withdrawn, came) from; "" if unknown."""
+        if self._candidates is not self._origins_of:
+            # Rebuilt only when the snapshot changed and an origin is asked for.
+            fresh = {c.address: c.origin for c in self._candidates}
+            self._gone = {a: o for a, o in self._origins.items() if a not in fresh}
+            self._origins, self._origins_of = fresh, self._candidates
+        address = prefix.network_address
+        return self._origins.get(address) or self._gone.get(address, "")
+
+    def _known_origins(self, prefixes: Iterable[IPNetwork]) -> list[str]:
+        return [origin for origin in map(self.origin, prefixes) if origin]
+
+    def _log_changes(self, what: str, prefixes: Collection[IPNetwork]) -> None:
+        """One line per prefix for a small change, one summary line for a large one."""
+        if len(prefixes) > LOG_EACH_UP_TO:
+            first = heapq.nsmallest(SUMMARY_SHOWN, prefixes, key=prefix_sort_key)
+            logger.info(what, extra={"count": len(prefixes), "first": ",".join(map(str, first))})
+            return
+        for prefix in sorted(prefixes, key=prefix_sort_key):
+            logger.info(what, extra={"prefix": str(prefix), "origin": self.origin(prefix)})
 
     def _log_refusals(self, refusals: frozenset[Refusal]) -> None:
         for refusal in sorted(refusals - self._refusals, key=lambda r: (r.origin, r.address)):

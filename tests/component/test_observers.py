@@ -2,9 +2,11 @@ from ipaddress import ip_address
 
 from prometheus_client import CollectorRegistry
 
-from bgp_speaker.core.model import PeerState, PeerStatus
+from bgp_speaker.core.model import Candidate, PeerState, PeerStatus, host_prefix
 from bgp_speaker.metrics import Metrics
-from bgp_speaker.observers import Activity
+from bgp_speaker.observers import LOG_EACH_UP_TO, SUMMARY_SHOWN, Activity
+from bgp_speaker.ports import SourceSnapshot
+from bgp_speaker.reconciler import PassReport
 
 
 class RecordingEvents:
@@ -54,3 +56,52 @@ def test_peer_changes_reach_metrics_and_events_once_per_change():
     activity.on_peers({peer: PeerStatus(peer=peer, state=PeerState.DOWN, last_error="hold timer expired")})
     assert sample(registry, "bgp_speaker_peer_up", peer="10.99.0.1") == 0
     assert [s.state for s in events.peer_changes] == [PeerState.ESTABLISHED, PeerState.DOWN]
+
+
+def pass_report(candidates, *, announced=(), withdrawn=()):
+    return PassReport(
+        at=0.0,
+        duration=0.0,
+        result="converged",
+        snapshot=SourceSnapshot(candidates=tuple(candidates), synced=True),
+        newly_announced=frozenset(announced),
+        newly_withdrawn=frozenset(withdrawn),
+    )
+
+
+def host(i):
+    return host_prefix(ip_address(f"203.0.113.{i}"))
+
+
+def change_lines(caplog, message):
+    return [r for r in caplog.records if r.name == "bgp_speaker.observers" and r.getMessage() == message]
+
+
+def test_small_changes_log_each_prefix_with_its_origin_large_ones_one_summary(caplog):
+    caplog.set_level("INFO", logger="bgp_speaker.observers")
+    activity = Activity(metrics=Metrics(CollectorRegistry(), version="t"))
+    few = [Candidate(address=ip_address(f"203.0.113.{i}"), origin=f"file:e[{i}]") for i in range(1, 4)]
+    activity.on_pass(pass_report(few, announced=[host(i) for i in range(1, 4)]))
+    lines = change_lines(caplog, "announced")
+    assert [(r.prefix, r.origin) for r in lines] == [
+        (f"203.0.113.{i}/32", f"file:e[{i}]") for i in range(1, 4)
+    ]
+
+    caplog.clear()
+    many = range(1, LOG_EACH_UP_TO + 2)
+    activity.on_pass(pass_report([], withdrawn=[host(i) for i in many]))
+    (summary,) = change_lines(caplog, "withdrawn")
+    assert summary.count == len(many)
+    assert summary.first == ",".join(f"203.0.113.{i}/32" for i in range(1, SUMMARY_SHOWN + 1))
+
+
+def test_a_withdrawal_names_the_entry_that_left_the_file(caplog):
+    caplog.set_level("INFO", logger="bgp_speaker.observers")
+    activity = Activity(metrics=Metrics(CollectorRegistry(), version="t"))
+    kept = Candidate(address=ip_address("203.0.113.1"), origin="file:e[0]")
+    gone = Candidate(address=ip_address("203.0.113.2"), origin="file:e[1]")
+    activity.on_pass(pass_report([kept, gone], announced=[host(1), host(2)]))
+    activity.on_pass(pass_report([kept], withdrawn=[host(2)]))
+    (line,) = change_lines(caplog, "withdrawn")
+    assert (line.prefix, line.origin) == ("203.0.113.2/32", "file:e[1]")
+    assert activity.origin(host(1)) == "file:e[0]"
