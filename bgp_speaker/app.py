@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 1.0
+#: Allocations between young collections (CPython's default is 700). A pass over 10k EIPs makes
+#: tens of thousands of short-lived containers; with the default many outlive a young collection,
+#: get promoted and, every few passes, cost a full collection of ~20 ms in the middle of a change.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class Daemon:
@@ -364,7 +369,18 @@ class Daemon:
             logger.warning("graceful stop failed; stopping ExaBGP anyway", extra={"reason": str(exc)})
 
 
+def settle_heap() -> None:
+    """Process-wide collector policy, once everything is imported: the objects alive now (modules,
+    classes, functions: two thirds of what a full collection would scan) are frozen out of the
+    collector's sight, and young collections are spaced by :data:`GC_YOUNG_THRESHOLD`."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 async def run(settings: Settings, **kwargs: Any) -> int:
+    settle_heap()
     daemon = Daemon(settings, **kwargs)
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run()
