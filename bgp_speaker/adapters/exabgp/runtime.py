@@ -105,7 +105,7 @@ async def check_runnable(argv: Sequence[str], *, owner: tuple[int, int] | None, 
         )
 
 
-RELAY_PROBE = ("-I", "-S", "-c", "import argparse, selectors, socket")
+RELAY_PROBE = ("-I", "-S", "-c", "import _socket, posix, select")
 SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
 
 
