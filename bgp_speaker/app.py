@@ -1,8 +1,7 @@
 """Composition root: build every part from the settings, run them, stop them cleanly.
 
-Long-lived tasks (ExaBGP supervision, the source watcher, the next-hop follower, the
-reconciler, housekeeping) run in one TaskGroup. A root task that fails stops the daemon
-with a non-zero exit so Kubernetes restarts it. SIGTERM/SIGINT start the graceful stop:
+Long-lived tasks run in one TaskGroup; a root task that fails stops the daemon with a non-zero
+exit so Kubernetes restarts it. SIGTERM/SIGINT start the graceful stop:
 
 1. stop following inputs (no new passes);
 2. optionally re-announce everything with GRACEFUL_SHUTDOWN (65535:0) and wait
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -47,15 +45,12 @@ if TYPE_CHECKING:
     from bgp_speaker.adapters.kube.configwatch import ConfigWatch
 
 logger = logging.getLogger(__name__)
-
 HOUSEKEEPING_SECONDS = 1.0
-#: Allocations between young collections (CPython's default is 700). A pass over 10k EIPs makes
-#: tens of thousands of short-lived containers; with the default many outlive a young collection,
-#: get promoted and, every few passes, cost a full collection of ~20 ms in the middle of a change.
-GC_YOUNG_THRESHOLD = 10_000
 
 
 class Daemon:
+    """Every part of one speaker, their tasks, and the graceful stop."""
+
     def __init__(
         self,
         settings: Settings,
@@ -105,8 +100,7 @@ class Daemon:
         self._failed: str | None = None
 
     def _speaker_changed(self) -> None:
-        """ExaBGP (re)connected, or a session changed state: reconcile, and tell metrics and
-        Events now rather than at the next housekeeping tick."""
+        """ExaBGP (re)connected or a session changed: reconcile; tell metrics and Events now."""
         self.trigger.pull("speaker")
         if self.speaker is not None:
             self.activity.on_peers(self.speaker.peer_statuses())
@@ -369,18 +363,8 @@ class Daemon:
             logger.warning("graceful stop failed; stopping ExaBGP anyway", extra={"reason": str(exc)})
 
 
-def settle_heap() -> None:
-    """Process-wide collector policy, once everything is imported: the objects alive now (modules,
-    classes, functions: two thirds of what a full collection would scan) are frozen out of the
-    collector's sight, and young collections are spaced by :data:`GC_YOUNG_THRESHOLD`."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-
-
 async def run(settings: Settings, **kwargs: Any) -> int:
-    settle_heap()
+    assembly.settle_heap()
     daemon = Daemon(settings, **kwargs)
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run()
