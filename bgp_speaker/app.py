@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from collections.abc import Coroutine
-from ipaddress import IPv4Address, ip_network
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -73,7 +73,6 @@ class Daemon:
         if live is not None:
             self.metrics.set_config(valid=live.state.valid, pending_restart=0)
         self.trigger = Trigger(coalesce=settings.reconcile.coalesce_seconds)
-        self.pools = tuple(ip_network(p) for p in settings.pools)
         built = assembly.build_source(settings)
         self.source: CandidateSource = built.source
         self.gateway = built.gateway
@@ -88,14 +87,14 @@ class Daemon:
             override_ipv4=settings.interconnect.next_hop_ipv4,
             override_ipv6=settings.interconnect.next_hop_ipv6,
         )
-        self.activity = Activity(metrics=self.metrics, events=self.events)
+        gateway_event = self._recorder.gateway_event if self._recorder is not None else None
+        self.activity = Activity(metrics=self.metrics, events=self.events, gateway_event=gateway_event)
         self.speaker: ExabgpSpeaker | None = None
         self.reconciler: Reconciler | None = None
         self.http: HttpServer | None = None
         self.gate: DataplaneGate | None = None
         self.routing: InterconnectRouting | None = None
         self.heartbeat = time.time()
-        self.started_at = time.time()
         self._stop = asyncio.Event()
         self._failed: str | None = None
 
@@ -112,6 +111,7 @@ class Daemon:
                 self.activity.on_peers(self.speaker.peer_statuses())
                 self.metrics.set_exabgp_up(self.speaker.running)
                 self.activity.on_acks(self.speaker.channel.acks)
+            self.activity.on_dataplane(self.gate.status() if self.gate is not None else None)
             snapshot = self.source.snapshot()
             stale = time.time() - snapshot.fresh_at if snapshot.fresh_at is not None else None
             self.metrics.set_source(synced=snapshot.synced, stale_seconds=stale)
@@ -192,7 +192,6 @@ class Daemon:
 
     def apply_routes(self, settings: Settings) -> None:
         self.settings = settings
-        self.pools = tuple(ip_network(p) for p in settings.pools)
         self.next_hops.pools = assembly.not_next_hops(settings.pools)
         if self.reconciler is not None:
             self.reconciler.policy = settings.routing_policy()

@@ -34,6 +34,7 @@ LABEL_FAMILY = "family"
 LABEL_REASON = "reason"
 LABEL_RESULT = "result"
 LABEL_VERSION = "version"
+LABEL_KIND = "kind"
 
 #: kube-ovn-speaker's peer metrics (pkg/speaker/metrics.go): gauges labelled node, peer, peer_asn.
 UPSTREAM_PEER_UP = "kube_ovn_speaker_bgp_peer_up"
@@ -59,6 +60,7 @@ CommandResult = Literal["done", "error", "timeout"]
 #: "skipped" is a pass that attempted nothing (speaker or source not ready): not recorded.
 ReconcileResult = Literal["converged", "partial", "failed", "skipped"]
 COMMAND_RESULTS: tuple[CommandResult, ...] = ("done", "error", "timeout")
+DATAPLANE_KINDS = ("bound-but-missing", "present-but-unbound")
 RECONCILE_RESULTS: tuple[ReconcileResult, ...] = ("converged", "partial", "failed")
 SKIPPED: ReconcileResult = "skipped"
 
@@ -149,6 +151,19 @@ class Metrics:
         self._config_pending_restart = gauge(
             "config_pending_restart", "Changed settings that only take effect at the next start."
         )
+        self._dataplane_capable = gauge(
+            "dataplane_readable",
+            "1 when the gateway's NAT tables could be read, 0 when not (no CAP_NET_ADMIN), -1 when off.",
+        )
+        self._dataplane_capable.set(-1)
+        self._dataplane_mismatch = gauge(
+            "dataplane_mismatches",
+            "EIPs whose Kubernetes binding and NAT rules disagree, by kind "
+            "(bound-but-missing, present-but-unbound).",
+            (LABEL_KIND,),
+        )
+        for kind in DATAPLANE_KINDS:
+            self._dataplane_mismatch.labels(kind).set(0)
         self._upstream: dict[str, Gauge] = {}
         if upstream_names:
             self._upstream = {
@@ -333,6 +348,12 @@ class Metrics:
         self._source_errors.inc()
 
     # -- live configuration --------------------------------------------------------------
+
+    def set_dataplane(self, *, readable: bool | None, mismatches: Mapping[str, int]) -> None:
+        """``readable`` None: gating is off. ``mismatches``: count by observation kind."""
+        self._dataplane_capable.set(-1 if readable is None else int(readable))
+        for kind in DATAPLANE_KINDS:
+            self._dataplane_mismatch.labels(kind).set(mismatches.get(kind, 0))
 
     def set_config(self, *, valid: bool, pending_restart: int) -> None:
         self._config_valid.set(1 if valid else 0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Collection, Iterable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Protocol
 
 from bgp_speaker.core.desired import prefix_sort_key
 from bgp_speaker.core.model import (
@@ -44,7 +44,13 @@ class EventSink(Protocol):
 
 
 class Activity:
-    def __init__(self, *, metrics: Metrics, events: EventSink | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        events: EventSink | None = None,
+        gateway_event: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self._metrics = metrics
         self._events = events
         #: address -> origin in the candidates of :attr:`_origins_of`; ``_gone``: the addresses
@@ -56,6 +62,9 @@ class Activity:
         self._refusals: frozenset[Refusal] = frozenset()
         self._peer_states: dict[PeerId, PeerState] = {}
         self._acks_counted: dict[str, int] = {}
+        self._mismatches: set[tuple[str, str]] = set()
+        #: (reason, type, message) -> an Event on this gateway's object (Kubernetes source only).
+        self._gateway_event = gateway_event
 
     def on_pass(self, report: PassReport) -> None:
         if report.result != "skipped":
@@ -132,3 +141,29 @@ class Activity:
             seen = acks.get(result, 0)
             self._metrics.command(result, seen - self._acks_counted.get(result, 0))
             self._acks_counted[result] = seen
+
+    def on_dataplane(self, status: Mapping[str, Any] | None) -> None:
+        """The data-plane gate's status: export it, and log (and report) each new mismatch once."""
+        if status is None or status.get("mode", "off") == "off":
+            self._metrics.set_dataplane(readable=None, mismatches={})
+            return
+        observations = [o for o in status.get("observations", []) if isinstance(o, Mapping)]
+        counts: dict[str, int] = {}
+        current: set[tuple[str, str]] = set()
+        for observation in observations:
+            kind, address = str(observation.get("kind", "")), str(observation.get("address", ""))
+            counts[kind] = counts.get(kind, 0) + 1
+            current.add((kind, address))
+        self._metrics.set_dataplane(readable=bool(status.get("capable")), mismatches=counts)
+        for kind, address in sorted(current - self._mismatches):
+            message = (
+                f"{address}: bound in Kubernetes but its NAT rules are missing in the gateway"
+                if kind == "bound-but-missing"
+                else f"{address}: NAT rules installed in the gateway but the EIP is not bound"
+            )
+            logger.warning("data plane mismatch", extra={"address": address, "kind": kind})
+            if self._gateway_event is not None:
+                self._gateway_event("DataplaneMismatch", "Warning", message)
+        for kind, address in sorted(self._mismatches - current):
+            logger.info("data plane mismatch cleared", extra={"address": address, "kind": kind})
+        self._mismatches = current

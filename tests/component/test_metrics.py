@@ -269,5 +269,6 @@ def test_label_names_are_the_module_constants(registry: CollectorRegistry) -> No
         metrics_module.LABEL_REASON,
         metrics_module.LABEL_RESULT,
         metrics_module.LABEL_VERSION,
+        metrics_module.LABEL_KIND,
     }
     assert used == constants

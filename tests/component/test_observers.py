@@ -105,3 +105,31 @@ def test_a_withdrawal_names_the_entry_that_left_the_file(caplog):
     (line,) = change_lines(caplog, "withdrawn")
     assert (line.prefix, line.origin) == ("203.0.113.2/32", "file:e[1]")
     assert activity.origin(host(1)) == "file:e[0]"
+
+
+def test_dataplane_mismatches_are_exported_and_reported_once_each():
+    registry = CollectorRegistry()
+    posted: list[tuple[str, str, str]] = []
+    activity = Activity(
+        metrics=Metrics(registry, version="t"), gateway_event=lambda *event: posted.append(event)
+    )
+    activity.on_dataplane(None)
+    assert sample(registry, "bgp_speaker_dataplane_readable") == -1
+    status = {
+        "mode": "require",
+        "capable": True,
+        "observations": [
+            {"address": "203.0.113.10", "kind": "bound-but-missing"},
+            {"address": "203.0.113.99", "kind": "present-but-unbound"},
+        ],
+    }
+    activity.on_dataplane(status)
+    activity.on_dataplane(status)
+    assert sample(registry, "bgp_speaker_dataplane_readable") == 1
+    assert sample(registry, "bgp_speaker_dataplane_mismatches", kind="bound-but-missing") == 1
+    assert sample(registry, "bgp_speaker_dataplane_mismatches", kind="present-but-unbound") == 1
+    assert [(reason, kind) for reason, kind, _ in posted] == [("DataplaneMismatch", "Warning")] * 2
+    assert "203.0.113.10: bound in Kubernetes but its NAT rules are missing" in posted[0][2]
+    activity.on_dataplane({"mode": "require", "capable": False, "observations": []})
+    assert sample(registry, "bgp_speaker_dataplane_readable") == 0
+    assert sample(registry, "bgp_speaker_dataplane_mismatches", kind="bound-but-missing") == 0
