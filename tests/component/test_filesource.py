@@ -17,18 +17,11 @@ from bgp_speaker.adapters.filesource import FileSource
 from bgp_speaker.aiokit import Trigger
 from bgp_speaker.core.model import AttributeOverrides
 from bgp_speaker.ports import SourceSnapshot
+from tests.polling import eventually
 
 DEADLINE = 10.0
 
 Start = Callable[[FileSource], Awaitable[Trigger]]
-
-
-async def eventually(check: Callable[[], bool], *, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {DEADLINE}s: {what}")
-        await asyncio.sleep(0.01)
 
 
 async def pulled(trigger: Trigger) -> set[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -25,23 +25,11 @@ from bgp_speaker.ports import SourceSnapshot
 from bgp_speaker.settings import KubernetesSourceConfig, ReconcileConfig
 from tests.kubeapi import ApiServer
 from tests.kubeapi import kubeovn as ko
+from tests.polling import DEADLINE, eventually
 
 GW = "gw1"
-DEADLINE = 30.0
 A, B, C = "203.0.113.10", "203.0.113.11", "203.0.113.12"
 PEER = ip_address("192.0.2.1")
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = DEADLINE, what: str = "condition") -> Any:
-    """Poll until ``check()`` is truthy (returns it); fail with ``what`` after a generous deadline."""
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @dataclass
