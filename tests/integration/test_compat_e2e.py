@@ -55,6 +55,26 @@ class Env:
         """BIRD's session timestamp per gateway address: unchanged means never reset."""
         return {a: self.bird.peer_state(a).since for a in (self.gw1.net1_v4, self.gw1.net1_v6)}
 
+    def settled_since(self) -> dict[str, str]:
+        """The baseline for "never reset": both sessions established and their timestamps steady
+        (BIRD moves it by a millisecond or so while a session finishes coming up)."""
+        addresses = (self.gw1.net1_v4, self.gw1.net1_v6)
+        wait_for(
+            lambda: all(self.bird.peer_state(a).established for a in addresses),
+            timeout=DEADLINE,
+            message="both BGP sessions established at BIRD",
+        )
+        last: dict[str, str] = {}
+
+        def steady() -> bool:
+            nonlocal last
+            now = self.since()
+            same, last = now == last, now
+            return same
+
+        wait_for(steady, timeout=DEADLINE, interval=0.5, message="steady session timestamps at BIRD")
+        return last
+
     def set_configmap(self, data: dict[str, str]) -> None:
         def write() -> None:
             body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CM, "namespace": NS}}
@@ -169,7 +189,7 @@ def test_announces_annotated_eips_without_net_admin(env: Env) -> None:
 def test_a_new_community_reaches_the_core_without_a_session_reset(env: Env) -> None:
     address = env.topo.eip(10)
     wait_for(lambda: env.route(address), timeout=DEADLINE, message="the annotated EIP at BIRD")
-    before = env.since()
+    before = env.settled_since()
     env.set_configmap(
         {
             "defaults.yaml": f"pools: [{env.topo.eip_pool_v4}, {env.topo.eip_pool_v6}]\n"
@@ -193,7 +213,7 @@ def test_a_new_community_reaches_the_core_without_a_session_reset(env: Env) -> N
 def test_a_hold_time_change_resets_only_that_peer_with_an_event(env: Env) -> None:
     address = env.topo.eip(10)
     core_v4, core_v6 = env.topo.core_v4, env.topo.core_v6
-    before = env.since()
+    before = env.settled_since()
     env.set_configmap(
         {
             "defaults.yaml": f"pools: [{env.topo.eip_pool_v4}, {env.topo.eip_pool_v6}]\n"
@@ -225,7 +245,7 @@ def test_a_hold_time_change_resets_only_that_peer_with_an_event(env: Env) -> Non
 
 def test_a_bad_configmap_keeps_the_last_good_config_and_says_why(env: Env) -> None:
     address = env.topo.eip(10)
-    before = env.since()
+    before = env.settled_since()
     env.set_configmap({"defaults.yaml": "announce: {med: many}\n"})
     doc = env.speaker.wait_status(lambda d: d["config"]["valid"] is False)
     assert "announce.med" in doc["config"]["error"]
