@@ -96,6 +96,15 @@ def _translate(exc: PyrouteNetlinkError, what: str) -> NetlinkError:
     return NetlinkError(f"{what}: {exc.args[1] if len(exc.args) > 1 else exc} (errno {exc.code})")
 
 
+async def _route(ipr: Any, op: str, **spec: Any) -> None:
+    """One idempotent route write: EEXIST on add/replace and ENOENT/ESRCH on delete are success."""
+    try:
+        await ipr.route(op, **spec)
+    except PyrouteNetlinkError as exc:
+        if exc.code not in TOLERATED:
+            raise
+
+
 class InterconnectRouting:
     """Keeps net1's routes and ARP settings right for the routed interconnect architecture."""
 
@@ -201,19 +210,16 @@ class InterconnectRouting:
 
     async def _delete(self, ipr: Any, route: Any) -> str:
         prefix = f"{route.get('dst')}/{route['dst_len']}"
-        try:
-            await ipr.route(
-                "del",
-                dst=route.get("dst"),
-                dst_len=route["dst_len"],
-                oif=route.get("oif"),
-                proto=RTPROT_KERNEL,
-                scope=RT_SCOPE_LINK,
-                table=RT_TABLE_MAIN,
-            )
-        except PyrouteNetlinkError as exc:
-            if exc.code not in TOLERATED:
-                raise
+        await _route(
+            ipr,
+            "del",
+            dst=route.get("dst"),
+            dst_len=route["dst_len"],
+            oif=route.get("oif"),
+            proto=RTPROT_KERNEL,
+            scope=RT_SCOPE_LINK,
+            table=RT_TABLE_MAIN,
+        )
         logger.info(
             "removed on-link EIP pool route from the interconnect interface",
             extra={"op": "route-del", "prefix": prefix, "interface": self._ifname,
@@ -232,19 +238,16 @@ class InterconnectRouting:
         return "ours"
 
     async def _replace_default(self, ipr: Any, index: int) -> None:
-        try:
-            await ipr.route(
-                "replace",
-                dst="0.0.0.0/0",
-                gateway=str(self._gateway),
-                oif=index,
-                flags=RTNH_F_ONLINK,
-                proto=self._proto,
-                table=RT_TABLE_MAIN,
-            )
-        except PyrouteNetlinkError as exc:
-            if exc.code not in TOLERATED:
-                raise
+        await _route(
+            ipr,
+            "replace",
+            dst="0.0.0.0/0",
+            gateway=str(self._gateway),
+            oif=index,
+            flags=RTNH_F_ONLINK,
+            proto=self._proto,
+            table=RT_TABLE_MAIN,
+        )
         logger.info(
             "set default route via the interconnect gateway",
             extra={"op": "route-replace", "prefix": "0.0.0.0/0", "gateway": str(self._gateway),
@@ -256,19 +259,16 @@ class InterconnectRouting:
         for route in routes:
             if route["proto"] != self._proto or route is keep:
                 continue
-            try:
-                await ipr.route(
-                    "del",
-                    dst=route.get("dst") or "0.0.0.0",
-                    dst_len=route["dst_len"],
-                    gateway=route.get("gateway"),
-                    oif=route.get("oif"),
-                    proto=self._proto,
-                    table=RT_TABLE_MAIN,
-                )
-            except PyrouteNetlinkError as exc:
-                if exc.code not in TOLERATED:
-                    raise
+            await _route(
+                ipr,
+                "del",
+                dst=route.get("dst") or "0.0.0.0",
+                dst_len=route["dst_len"],
+                gateway=route.get("gateway"),
+                oif=route.get("oif"),
+                proto=self._proto,
+                table=RT_TABLE_MAIN,
+            )
             logger.info(
                 "removed a stale route of ours", extra={"op": "route-del", "gateway": route.get("gateway")}
             )
