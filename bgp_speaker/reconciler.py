@@ -75,6 +75,13 @@ def _prefixes(rib: Mapping[PeerId, Mapping[IPNetwork, RouteAttributes]]) -> set[
     return prefixes
 
 
+def _held(
+    prefixes: set[IPNetwork], rib: Mapping[PeerId, Mapping[IPNetwork, RouteAttributes]]
+) -> set[IPNetwork]:
+    """Those of ``prefixes`` announced to at least one peer."""
+    return {p for p in prefixes if any(p in peer_rib for peer_rib in rib.values())}
+
+
 class Reconciler:
     def __init__(
         self,
@@ -99,6 +106,7 @@ class Reconciler:
         self._observers = list(observers)
         self._clock = clock
         self._actual: Rib | None = None
+        self._published: dict[PeerId, dict[IPNetwork, RouteAttributes]] | None = None
         self._generation: int | None = None
         self._rejected: dict[tuple[PeerId, IPNetwork], RouteAttributes] = {}
         self.first_sync_done = False
@@ -118,6 +126,7 @@ class Reconciler:
     def invalidate(self) -> None:
         """Forget what we believe is announced; the next pass re-reads the speaker."""
         self._actual = None
+        self._published = None
 
     async def run(self) -> None:
         while True:
@@ -152,6 +161,7 @@ class Reconciler:
         started = time.monotonic()
         if self._actual is None or self._generation != self._speaker.generation:
             self._actual = await self._speaker.read_rib_out()
+            self._published = None
             self._generation = self._speaker.generation
         plan = plan_mod.diff(desired=routes, actual=self._actual)
         return await self._execute(plan, started=started, pulled_at=None, desired=None, snapshot=None)
@@ -164,6 +174,7 @@ class Reconciler:
         if self._actual is None or self._generation != self._speaker.generation:
             generation = self._speaker.generation
             self._actual = await self._speaker.read_rib_out()
+            self._published = None
             self._generation = generation
             self._rejected.clear()
             logger.info(
@@ -206,14 +217,19 @@ class Reconciler:
         desired: DesiredState | None,
         snapshot: SourceSnapshot | None,
     ) -> PassReport:
-        assert self._actual is not None
-        before = _prefixes(self._actual)
+        actual = self._actual
+        assert actual is not None
         result = await self._speaker.apply(plan) if not plan.empty else None
         acked_at = time.monotonic()
         rejected: list[tuple[PeerId, IPNetwork, str]] = []
+        # Only prefixes of acknowledged steps can change state: look at those, not the whole table.
+        touched = {p for step in (result.applied if result is not None else ()) for p in step.prefixes}
+        before = _held(touched, actual)
         if result is not None:
+            if result.applied:
+                self._published = None
             for step in result.applied:
-                plan_mod.apply_step(self._actual, step)
+                plan_mod.apply_step(actual, step)
             for step, reason in result.rejected:
                 if isinstance(step, Announce):
                     for prefix in step.prefixes:
@@ -221,7 +237,7 @@ class Reconciler:
                 rejected.extend((step.peer, prefix, reason) for prefix in step.prefixes)
             if result.interrupted:
                 self.invalidate()
-        after = _prefixes(self._actual) if self._actual is not None else set()
+        after = _held(touched, actual)
         announced, withdrawn = plan.count()
         if result is not None and result.interrupted:
             outcome, reason = "failed", "the ExaBGP API channel went away during the pass"
@@ -246,6 +262,13 @@ class Reconciler:
             latency=latency,
         )
 
+    def _published_table(self) -> Mapping[PeerId, Mapping[IPNetwork, RouteAttributes]]:
+        """A copy of the announced table for the report (observers keep it), rebuilt only when
+        the table changed since the last one."""
+        if self._published is None:
+            self._published = {peer: dict(rib) for peer, rib in (self._actual or {}).items()}
+        return self._published
+
     def _without_known_rejections(self, plan: Plan) -> Plan:
         if not self._rejected:
             return plan
@@ -267,7 +290,7 @@ class Reconciler:
             duration=time.monotonic() - started,
             result=result,
             reason=reason,
-            actual={peer: dict(rib) for peer, rib in (self._actual or {}).items()},
+            actual=self._published_table(),
             **fields,  # type: ignore[arg-type]
         )
 

@@ -132,3 +132,26 @@ async def test_graceful_converge_to_explicit_routes():
     report = await rec.converge(routes={})
     assert report.withdrawn == 2
     assert speaker.rib[PEER] == {}
+
+
+async def test_an_interrupted_pass_reports_only_what_was_acknowledged():
+    rec, speaker, source, _ = build()
+    await rec.reconcile_once()
+    source.candidates = cands(1, 2, 3)
+    speaker.fail_after_steps = 0  # ExaBGP goes away before acknowledging the new announce
+    report = await rec.reconcile_once()
+    assert report.result == "failed"
+    assert report.newly_withdrawn == frozenset()  # nothing was withdrawn: do not claim it was
+    assert report.newly_announced == frozenset()
+
+
+async def test_the_reported_table_is_a_copy_that_later_passes_do_not_change():
+    rec, _, source, _ = build()
+    first = await rec.reconcile_once()
+    idle = await rec.reconcile_once()
+    assert idle.actual is first.actual  # nothing changed: no new copy
+    source.candidates = cands(1)
+    changed = await rec.reconcile_once()
+    assert {str(p) for p in first.actual[PEER]} == {"203.0.113.1/32", "203.0.113.2/32"}
+    assert {str(p) for p in changed.actual[PEER]} == {"203.0.113.1/32"}
+    assert {str(p) for p in changed.newly_withdrawn} == {"203.0.113.2/32"}
