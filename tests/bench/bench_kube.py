@@ -25,8 +25,9 @@ from tests.bench import common as c
 from tests.bench.arrivals import kernel_count
 from tests.kubeapi import kubeovn as ko
 from tests.lab.bird import Bird
-from tests.lab.kubelab import KubeApi, RouteMonitor
+from tests.lab.kubelab import KubeApi
 from tests.lab.netns import Lab
+from tests.lab.routemonitor import RouteMonitor
 from tests.lab.speaker import SpeakerProcess
 from tests.lab.topology import Gateway, Topology
 
